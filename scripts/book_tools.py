@@ -1,0 +1,82 @@
+"""Maintainer tools for the chapters: the shared setup cell, and executing notebooks for commit.
+
+    python scripts/book_tools.py execute book/01_data.ipynb ...   # full run, outputs stored
+    python scripts/book_tools.py setup-cell                       # print the canonical setup cell
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SETUP_CELL = """\
+# Setup, the same in every chapter. On Colab, it first installs the book's helpers.
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("helpers") is None:
+    BOOK_REPO = "git+{url}"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", BOOK_REPO], check=True)
+    importlib.invalidate_caches()
+
+import helpers
+
+device = helpers.setup()"""
+
+
+def repository_url() -> str:
+    """The book's repository address, from `_config.yml` (its one home)."""
+    match = re.search(r"^repository:\s*\n\s+url:\s*(\S+)", (ROOT / "_config.yml").read_text(), re.M)
+    if not match:
+        raise SystemExit("_config.yml has no repository.url")
+    return match.group(1)
+
+
+def setup_cell_source() -> str:
+    """The setup cell every chapter must start with."""
+    return SETUP_CELL.format(url=repository_url())
+
+
+def execute(path: Path, timeout: int = 3600) -> float:
+    """Run a notebook top to bottom on a fresh kernel, in `book/`, storing outputs and widget state."""
+    if os.environ.get("MNIST_BOOK_QUICK") == "1":
+        raise SystemExit("unset MNIST_BOOK_QUICK: committed outputs come from a full run")
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=True,
+                            resources={"metadata": {"path": str(path.parent)}})
+    start = time.perf_counter()
+    client.execute()
+    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python",
+                                 "name": "python3"}
+    nbformat.write(nb, path)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("execute", help="run notebooks and store their outputs")
+    run.add_argument("notebooks", nargs="+", type=Path)
+    sub.add_parser("setup-cell", help="print the canonical setup cell")
+    args = parser.parse_args()
+    if args.command == "setup-cell":
+        print(setup_cell_source())
+        return
+    for path in args.notebooks:
+        seconds = execute(path)
+        print(f"{path}: executed in {seconds:.1f} s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
