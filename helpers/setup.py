@@ -12,7 +12,7 @@ QUICK_ENV_VAR = "MNIST_BOOK_QUICK"
 
 
 def is_quick() -> bool:
-    """True when `MNIST_BOOK_QUICK=1`: chapters shorten what is slow (epochs, steps) and nothing else."""
+    """True when `MNIST_BOOK_QUICK=1`: chapters then shorten what is slow, and nothing else."""
     return os.environ.get(QUICK_ENV_VAR, "") == "1"
 
 

@@ -1,7 +1,7 @@
 """Maintainer tools for the chapters: the shared setup cell, and executing notebooks for commit.
 
-    python scripts/book_tools.py execute book/01_data.ipynb ...   # full run, outputs stored
-    python scripts/book_tools.py setup-cell                       # print the canonical setup cell
+python scripts/book_tools.py execute book/01_data.ipynb ...   # full run, outputs stored
+python scripts/book_tools.py setup-cell                       # print the canonical setup cell
 """
 
 from __future__ import annotations
@@ -48,23 +48,32 @@ def setup_cell_source() -> str:
 
 
 def execute(path: Path, timeout: int = 3600) -> float:
-    """Run a notebook top to bottom on a fresh kernel, in `book/`, storing outputs and widget state."""
+    """Run a notebook top to bottom on a fresh kernel, storing outputs and widget state."""
     if os.environ.get("MNIST_BOOK_QUICK") == "1":
         raise SystemExit("unset MNIST_BOOK_QUICK: committed outputs come from a full run")
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=True,
-                            resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        store_widget_state=True,
+        resources={"metadata": {"path": str(path.parent)}},
+    )
     start = time.perf_counter()
     client.execute()
-    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python",
-                                 "name": "python3"}
+    nb.metadata["kernelspec"] = {
+        "display_name": "Python 3",
+        "language": "python",
+        "name": "python3",
+    }
     nbformat.write(nb, path)
     return time.perf_counter() - start
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("execute", help="run notebooks and store their outputs")
     run.add_argument("notebooks", nargs="+", type=Path)
