@@ -31,7 +31,8 @@ def read_idx(data: bytes) -> np.ndarray:
             f"IDX file is {len(data):,} bytes but its header {shape} needs {expected:,}: "
             "it is truncated or corrupt"
         )
-    return np.frombuffer(data, dtype=np.uint8, offset=header_end).reshape(shape)
+    # A copy, not a view of `data`: the caller gets an ordinary, writable array.
+    return np.frombuffer(data, dtype=np.uint8, offset=header_end).reshape(shape).copy()
 
 
 def write_idx(array: np.ndarray) -> bytes:
