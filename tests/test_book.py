@@ -1,0 +1,131 @@
+"""The book as a whole: its table of contents, the chapter conventions, and the HTML build."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from book_tools import setup_cell_source  # noqa: E402
+
+CHAPTERS = sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
+CJK = re.compile(r"[\u3400-\u9fff\uff00-\uffef]")
+MACHINE_PATH = re.compile(r"(?<![\w:/.])/(?:[\w.-]+/){2,}[\w.-]+")
+
+
+def toc_files() -> list[str]:
+    return re.findall(r"^\s*(?:root|- file):\s*(\S+)", (ROOT / "_toc.yml").read_text(), re.M)
+
+
+def code_cells(path: Path) -> list[dict]:
+    return [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+
+
+def cell_text(cell: dict) -> str:
+    return "".join(cell["source"])
+
+
+def output_text(cell: dict) -> str:
+    parts = []
+    for out in cell.get("outputs", []):
+        parts += out.get("text", [])
+        parts += out.get("data", {}).get("text/plain", [])
+    return "".join(parts)
+
+
+def test_toc_and_book_folder_agree():
+    pages = {
+        p.relative_to(ROOT).with_suffix("").as_posix()
+        for p in (ROOT / "book").iterdir()
+        if p.suffix in (".md", ".ipynb")
+    }
+    assert sorted(toc_files()) == sorted(pages)
+    assert len(CHAPTERS) >= 2
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_opens_with_title_and_the_shared_setup_cell(path):
+    cells = json.loads(path.read_text())["cells"]
+    assert cells[0]["cell_type"] == "markdown" and cell_text(cells[0]).startswith("# ")
+    assert "You will learn" in cell_text(cells[0])
+    assert cell_text(code_cells(path)[0]) == setup_cell_source()
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_is_committed_from_a_full_clean_run(path):
+    nb = json.loads(path.read_text())
+    cells = [c for c in code_cells(path) if cell_text(c).strip()]
+    assert [c["execution_count"] for c in cells] == list(range(1, len(cells) + 1))
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    for cell in cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        errors = [o for o in cell["outputs"] if o["output_type"] == "error"]
+        assert not errors or "raises-exception" in tags, cell_text(cell)[:80]
+        assert not MACHINE_PATH.search(output_text(cell)), (
+            f"machine path in: {cell_text(cell)[:80]}"
+        )
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_has_checks_summary_and_folded_exercises(path):
+    cells = json.loads(path.read_text())["cells"]
+    text = "\n".join(cell_text(c) for c in cells if c["cell_type"] == "markdown")
+    assert "## Summary" in text and "## Exercises" in text
+    assert text.count(":::{dropdown} Solution") >= 2
+    asserts = [c for c in code_cells(path) if re.search(r"^assert ", cell_text(c), re.M)]
+    assert len(asserts) >= 3
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_code_and_outputs_are_in_english(path):
+    for cell in code_cells(path):
+        assert not CJK.search(cell_text(cell) + output_text(cell)), cell_text(cell)[:80]
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_ignored_outputs_are_followed_by_a_check(path):
+    cells = code_cells(path)
+    for cell, after in zip(cells, cells[1:] + [None], strict=True):
+        if cell_text(cell).startswith("# NBVAL_IGNORE_OUTPUT"):
+            assert after is not None and "assert" in cell_text(after), cell_text(cell)[:80]
+
+
+@pytest.fixture(scope="module")
+def built_book(tmp_path_factory) -> Path:
+    """The HTML book, built once with warnings as errors."""
+    out = tmp_path_factory.mktemp("book")
+    exe = shutil.which("jupyter-book") or "jupyter-book"
+    done = subprocess.run(
+        [exe, "build", str(ROOT), "-W", "-n", "--keep-going", "--path-output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out / "_build" / "html"
+
+
+def test_book_builds_without_warnings(built_book):
+    assert (built_book / "index.html").is_file()
+    assert (built_book / "book" / "intro.html").is_file()
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_every_chapter_page_shows_its_figures(built_book, path):
+    page = built_book / "book" / f"{path.stem}.html"
+    assert page.is_file()
+    html = page.read_text()
+    assert "colab.research.google.com" in html, "the launch button to open the chapter on Colab"
+    figures = sum("image/png" in o.get("data", {}) for c in code_cells(path) for o in c["outputs"])
+    images = re.findall(r'<img[^>]+src="([^"]*_images/[^"]+\.png)"', html)
+    assert len(images) == figures
+    for src in images:
+        assert (page.parent / src).resolve().is_file(), src
