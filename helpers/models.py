@@ -1,0 +1,53 @@
+"""The networks of the book (chapter 03; chapter 09 adds more)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SimpleNN(nn.Module):
+    """The seed's network: 784 -> 128 -> 64 -> 10, with BatchNorm, ReLU and Dropout.
+
+    It returns logits (no softmax): `nn.CrossEntropyLoss` applies log-softmax itself.
+    """
+
+    def __init__(
+        self,
+        input_size: int = 784,
+        hidden_size: int = 128,
+        num_classes: int = 10,
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(input_size, hidden_size)
+        self.fc2 = nn.Linear(hidden_size, hidden_size // 2)
+        self.fc3 = nn.Linear(hidden_size // 2, num_classes)
+        self.bn1 = nn.BatchNorm1d(hidden_size)
+        self.bn2 = nn.BatchNorm1d(hidden_size // 2)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (batch, 1, 28, 28) -> (batch, 784). The seed's `x.view(-1, 28*28)` would also accept a
+        # single unbatched image and silently call it a batch of one; flatten(1) keeps the batch.
+        x = x.flatten(1)
+        x = self.dropout(F.relu(self.bn1(self.fc1(x))))
+        x = self.dropout(F.relu(self.bn2(self.fc2(x))))
+        return self.fc3(x)
+
+    def get_num_parameters(self) -> tuple[int, int]:
+        """(total, trainable) parameter counts, as the seed's method of the same name."""
+        return count_parameters(self)
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(total, trainable) number of parameters of any model."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return total, trainable
+
+
+def parameter_table(model: nn.Module) -> list[tuple[str, tuple[int, ...], int]]:
+    """(name, shape, count) for every parameter, in registration order."""
+    return [(name, tuple(p.shape), p.numel()) for name, p in model.named_parameters()]
