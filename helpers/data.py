@@ -390,12 +390,36 @@ def mnist_transform(mean: float = SEED_MEAN, std: float = SEED_STD) -> transform
     return transforms.Compose([transforms.ToTensor(), transforms.Normalize((mean,), (std,))])
 
 
+def seed_augmentation() -> transforms.Compose:
+    """The seed's optional augmentation: rotate up to 10 degrees, shift up to 10% each way.
+
+    It works on PIL images, so it goes before `mnist_transform()` (chapters 02 and 09).
+    """
+    return transforms.Compose(
+        [transforms.RandomRotation(10), transforms.RandomAffine(0, translate=(0.1, 0.1))]
+    )
+
+
+def augmented_transform(mean: float = SEED_MEAN, std: float = SEED_STD) -> transforms.Compose:
+    """The seed's `train_transform_augmented`: augmentation, then ToTensor and Normalize."""
+    return transforms.Compose([seed_augmentation(), mnist_transform(mean, std)])
+
+
 def mnist_datasets(
-    root: str | os.PathLike | None = None, transform: Callable | None = None
+    root: str | os.PathLike | None = None,
+    transform: Callable | None = None,
+    raw: bool = False,
 ) -> tuple[torchvision.datasets.MNIST, torchvision.datasets.MNIST]:
-    """The training and test sets as torchvision datasets, after `ensure_mnist`."""
+    """The training and test sets as torchvision datasets, after `ensure_mnist`.
+
+    Samples go through `transform` (default: the seed's `mnist_transform()`); with `raw=True`
+    they are the untouched PIL images.
+    """
     root = ensure_mnist(root)
-    transform = transform if transform is not None else mnist_transform()
+    if raw:
+        transform = None
+    elif transform is None:
+        transform = mnist_transform()
     train = torchvision.datasets.MNIST(root, train=True, download=False, transform=transform)
     test = torchvision.datasets.MNIST(root, train=False, download=False, transform=transform)
     return train, test

@@ -388,3 +388,15 @@ def test_transform_normalizes_with_the_given_statistics(real_root):
     raw = train.data[0].to(torch.float32) / 255
     expected = (raw - data.SEED_MEAN) / data.SEED_STD
     torch.testing.assert_close(image[0], expected)
+
+
+def test_raw_datasets_hand_out_pil_images_and_augmentation_keeps_them_valid(real_root):
+    raw_train, _ = data.mnist_datasets(real_root, raw=True)
+    image, label = raw_train[0]
+    assert (image.size, image.mode, label) == ((28, 28), "L", 5)
+    torch.manual_seed(0)
+    augmented = data.augmented_transform()(image)
+    assert augmented.shape == (1, 28, 28)
+    plain = data.mnist_transform()(image)
+    assert not torch.equal(augmented, plain)
+    assert augmented.min() >= plain.min() - 1e-6 and augmented.max() <= plain.max() + 1e-6

@@ -1,0 +1,161 @@
+"""Pictures of the data (chapter 02): samples, class balance, mean digits, pixels, augmentation.
+
+Every function draws one figure with pyplot and returns it without showing it: a notebook shows
+it (`plt.show()`), a test inspects it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from matplotlib import pyplot as plt
+from matplotlib.figure import Figure
+from torch.utils.data import Dataset
+
+DIGITS = list(range(10))
+
+
+def _as_array(image: object) -> np.ndarray:
+    """A PIL image or a (1, 28, 28) / (28, 28) tensor as a 2-D numpy array."""
+    if isinstance(image, torch.Tensor):
+        return image.detach().squeeze().cpu().numpy()
+    return np.asarray(image)
+
+
+def show_samples(dataset: Dataset, n: int = 10) -> Figure:
+    """The seed's `visualize_dataset`: the first `n` images of `dataset` in a row, with labels.
+
+    Like the seed, it shows the *normalized* tensor: `imshow` maps each image's smallest value to
+    black and its largest to white, so Normalize changes nothing you can see.
+    """
+    fig, axes = plt.subplots(1, n, figsize=(1.2 * n, 1.7), squeeze=False)
+    for i, ax in enumerate(axes[0]):
+        image, label = dataset[i]
+        ax.imshow(_as_array(image), cmap="gray")
+        ax.set_title(f"Label: {label}")
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def sample_grid(images: torch.Tensor, labels: torch.Tensor, rows: int, cols: int) -> Figure:
+    """The first `rows * cols` of `images` (N, 28, 28) in a grid, each titled with its label."""
+    fig, axes = plt.subplots(rows, cols, figsize=(1.0 * cols, 1.1 * rows), squeeze=False)
+    for ax, image, label in zip(axes.flat, images, labels, strict=False):
+        ax.imshow(_as_array(image), cmap="gray")
+        ax.set_title(str(int(label)), fontsize=9)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def class_counts(targets: torch.Tensor) -> list[int]:
+    """How many examples of each digit 0-9 `targets` holds."""
+    return torch.bincount(targets, minlength=10).tolist()
+
+
+def class_balance(train_targets: torch.Tensor, test_targets: torch.Tensor) -> Figure:
+    """Bar charts of the examples per digit in the training and the test set, counts labelled.
+
+    Two panels, not one: the test set is six times smaller, and its bars would look flat.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+    for ax, targets, name, color in zip(
+        axes, (train_targets, test_targets), ("Training", "Test"), ("C0", "C1"), strict=True
+    ):
+        bars = ax.bar(DIGITS, class_counts(targets), color=color)
+        ax.bar_label(bars, fontsize=8, padding=2)
+        ax.set(
+            xticks=DIGITS,
+            xlabel="Digit",
+            ylabel="Examples",
+            title=f"{name} set: {len(targets):,} images",
+        )
+        ax.margins(y=0.12)
+    fig.tight_layout()
+    return fig
+
+
+def class_means(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The mean image of each digit, (10, 28, 28), with pixels scaled to [0, 1] (uint8 / 255)."""
+    x = images.to(torch.float64) / 255.0 if images.dtype == torch.uint8 else images.double()
+    return torch.stack([x[labels == d].mean(dim=0) for d in DIGITS]).float()
+
+
+def mean_digits(images: torch.Tensor, labels: torch.Tensor) -> Figure:
+    """The mean image of each digit 0-9 in a row, on one shared gray scale from 0 to 1.
+
+    A shared scale keeps brightness comparable: a faint mean means writers disagree on where
+    the ink goes.
+    """
+    means = class_means(images, labels)
+    fig, axes = plt.subplots(1, 10, figsize=(12, 1.7))
+    for ax, digit, mean in zip(axes, DIGITS, means, strict=True):
+        ax.imshow(mean.numpy(), cmap="gray", vmin=0.0, vmax=1.0)
+        ax.set_title(f"Mean {digit}")
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def pixel_histogram(images: torch.Tensor) -> Figure:
+    """Histogram of the pixel values of uint8 `images`, scaled to [0, 1], on a log count axis.
+
+    One bin per byte value; the log scale is needed because most pixels are exactly 0.
+    The mean and mean + std are marked (mean - std is below 0: the values are far from normal).
+    """
+    if images.dtype != torch.uint8:
+        raise TypeError(f"pixel_histogram expects uint8 images, got {images.dtype}")
+    counts = torch.bincount(images.flatten(), minlength=256).numpy()
+    edges = (np.arange(257) - 0.5) / 255.0
+    x = images.to(torch.float64) / 255.0
+    mean, std = x.mean().item(), x.std().item()
+    fig, ax = plt.subplots(figsize=(10, 3.8))
+    ax.stairs(counts, edges, fill=True, color="C0")
+    ax.axvline(mean, color="C3", linestyle="--", label=f"mean = {mean:.4f}")
+    ax.axvline(mean + std, color="C2", linestyle=":", label=f"mean + std = {mean + std:.4f}")
+    ax.set(
+        yscale="log",
+        xlabel="Pixel value (byte / 255)",
+        ylabel="Pixels (log scale)",
+        title=f"Pixel values of {len(images):,} images",
+    )
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def augmentation_grid(
+    dataset_raw: Dataset,
+    transform: Callable,
+    indices: Sequence[int],
+    draws: int = 6,
+    seed: int = 0,
+) -> Figure:
+    """Each image of `dataset_raw` at `indices` (a row), then `draws` outputs of `transform`.
+
+    `dataset_raw` yields untransformed (PIL image, label) pairs and `transform` maps a PIL image
+    to a PIL image (the seed's geometric part, before ToTensor). The draws are seeded with
+    `torch.manual_seed(seed)` inside `torch.random.fork_rng`, so the picture is the same on
+    every run and the caller's random state is left untouched.
+    """
+    fig, axes = plt.subplots(
+        len(indices), draws + 1, figsize=(1.3 * (draws + 1), 1.4 * len(indices)), squeeze=False
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for row, index in zip(axes, indices, strict=True):
+            image, label = dataset_raw[index]
+            for col, ax in enumerate(row):
+                shown = image if col == 0 else transform(image)
+                ax.imshow(_as_array(shown), cmap="gray", vmin=0, vmax=255)
+                ax.set(xticks=[], yticks=[])
+            row[0].set_ylabel(f"Label: {label}")
+    axes[0, 0].set_title("Original")
+    for col in range(1, draws + 1):
+        axes[0, col].set_title(f"Draw {col}")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,150 @@
+"""Tests for helpers.plots: each picture shows what it claims, on small slices of real MNIST."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pytest
+import torch
+from matplotlib import pyplot as plt
+from matplotlib.figure import Figure
+
+from helpers import plots
+from helpers.data import SEED_MEAN, SEED_STD, mnist_datasets, seed_augmentation
+
+TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return mnist_datasets()
+
+
+@pytest.fixture(scope="module")
+def raw_train():
+    return mnist_datasets(raw=True)[0]
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def test_show_samples_is_the_seeds_row_of_normalized_images(data):
+    fig = plots.show_samples(data[0], n=10)
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 10
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0] == "Label: 5"
+    assert titles == [f"Label: {int(y)}" for y in data[0].targets[:10]]
+    shown = fig.axes[0].images[0]
+    image, _ = data[0][0]
+    np.testing.assert_allclose(shown.get_array(), image.squeeze().numpy())
+    # The gray scale stretches from the image's own minimum to its maximum.
+    assert shown.norm.vmin == pytest.approx((0 - SEED_MEAN) / SEED_STD, abs=1e-5)
+    assert shown.norm.vmax == pytest.approx((1 - SEED_MEAN) / SEED_STD, abs=1e-5)
+
+
+def test_sample_grid_has_rows_times_cols_images_titled_by_label(data):
+    images, labels = data[0].data[:12], data[0].targets[:12]
+    fig = plots.sample_grid(images, labels, rows=3, cols=4)
+    assert len(fig.axes) == 12
+    assert [ax.get_title() for ax in fig.axes] == [str(int(y)) for y in labels]
+    np.testing.assert_array_equal(fig.axes[5].images[0].get_array(), images[5].numpy())
+
+
+def test_sample_grid_leaves_spare_cells_empty(data):
+    fig = plots.sample_grid(data[0].data[:5], data[0].targets[:5], rows=2, cols=4)
+    assert len(fig.axes) == 8
+    assert [len(ax.images) for ax in fig.axes] == [1] * 5 + [0] * 3
+
+
+def test_class_counts_counts_every_digit_even_absent_ones():
+    assert plots.class_counts(torch.tensor([3, 3, 0])) == [1, 0, 0, 2, 0, 0, 0, 0, 0, 0]
+
+
+def test_class_balance_bar_heights_are_the_published_counts(data):
+    train, test = data
+    fig = plots.class_balance(train.targets, test.targets)
+    assert len(fig.axes) == 2
+    for ax, expected in zip(fig.axes, (TRAIN_COUNTS, TEST_COUNTS), strict=True):
+        assert [round(bar.get_height()) for bar in ax.patches] == expected
+        assert [text.get_text() for text in ax.texts] == [str(c) for c in expected]
+    assert fig.axes[0].get_title() == "Training set: 60,000 images"
+    assert fig.axes[1].get_title() == "Test set: 10,000 images"
+
+
+def test_class_means_equal_a_manual_mean(data):
+    images, labels = data[1].data[:500], data[1].targets[:500]
+    means = plots.class_means(images, labels)
+    assert means.shape == (10, 28, 28)
+    manual = images[labels == 7].double().mean(dim=0) / 255
+    torch.testing.assert_close(means[7], manual.float())
+    assert means.min() >= 0.0 and means.max() <= 1.0
+
+
+def test_mean_digits_shows_each_class_mean_on_one_scale(data):
+    images, labels = data[1].data[:500], data[1].targets[:500]
+    fig = plots.mean_digits(images, labels)
+    assert len(fig.axes) == 10
+    assert [ax.get_title() for ax in fig.axes] == [f"Mean {d}" for d in range(10)]
+    manual = (images[labels == 3].double().mean(dim=0) / 255).numpy()
+    np.testing.assert_allclose(fig.axes[3].images[0].get_array(), manual, rtol=1e-6)
+    assert {(im.norm.vmin, im.norm.vmax) for ax in fig.axes for im in ax.images} == {(0.0, 1.0)}
+
+
+def test_pixel_histogram_counts_every_pixel_and_marks_the_mean(data):
+    images = data[1].data[:200]
+    fig = plots.pixel_histogram(images)
+    (ax,) = fig.axes
+    counts = ax.patches[0].get_data().values
+    assert len(counts) == 256 and counts.sum() == images.numel()
+    assert counts[0] == (images == 0).sum().item()
+    assert ax.get_yscale() == "log"
+    mean = images.double().mean().item() / 255
+    assert ax.lines[0].get_xdata()[0] == pytest.approx(mean)
+    assert ax.get_legend().get_texts()[0].get_text() == f"mean = {mean:.4f}"
+
+
+def test_pixel_histogram_refuses_normalized_images(data):
+    with pytest.raises(TypeError, match="uint8"):
+        plots.pixel_histogram(data[1].data[:2].float())
+
+
+SEED_AUGMENTATION = seed_augmentation()
+
+
+def _grid_arrays(fig: Figure) -> list[np.ndarray]:
+    return [np.asarray(ax.images[0].get_array()) for ax in fig.axes]
+
+
+def test_augmentation_grid_is_reproducible_and_differs_from_the_original(raw_train):
+    indices = [0, 1]
+    first = plots.augmentation_grid(raw_train, SEED_AUGMENTATION, indices, draws=3, seed=1)
+    second = plots.augmentation_grid(raw_train, SEED_AUGMENTATION, indices, draws=3, seed=1)
+    other = plots.augmentation_grid(raw_train, SEED_AUGMENTATION, indices, draws=3, seed=2)
+    assert len(first.axes) == 2 * 4
+    a, b, c = _grid_arrays(first), _grid_arrays(second), _grid_arrays(other)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert any(not np.array_equal(x, z) for x, z in zip(a, c, strict=True))
+    original = raw_train.data[0].numpy()
+    np.testing.assert_array_equal(a[0], original)
+    for draw in a[1:4]:
+        assert draw.shape == (28, 28) and draw.dtype == np.uint8
+        assert not np.array_equal(draw, original)
+    assert [ax.get_ylabel() for ax in first.axes[::4]] == ["Label: 5", "Label: 0"]
+    assert [ax.get_title() for ax in first.axes[:4]] == ["Original", "Draw 1", "Draw 2", "Draw 3"]
+
+
+def test_augmentation_grid_leaves_the_callers_random_state_alone(raw_train):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    plots.augmentation_grid(raw_train, SEED_AUGMENTATION, [0], draws=2)
+    torch.testing.assert_close(torch.rand(3), expected)
