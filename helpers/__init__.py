@@ -2,13 +2,13 @@
 
 One module per idea, each traceable to the chapter that teaches it:
 
-- `helpers.setup`  - the setup cell every chapter opens with (seed, device, quick mode)
+- `helpers.runtime` - the setup cell every chapter opens with (seed, device, quick mode)
 - `helpers.idx`    - the IDX file format, by hand (chapter 01)
 - `helpers.data`   - MNIST on disk, verified; datasets and loaders (chapter 01)
 - `helpers.plots`  - the pictures of the data (chapter 02)
 """
 
-from helpers.setup import is_quick, pick_device, seed_everything, setup
+from helpers.runtime import is_quick, pick_device, seed_everything, setup
 
 __all__ = ["is_quick", "pick_device", "seed_everything", "setup"]
 __version__ = "0.1.0"

@@ -1,0 +1,210 @@
+"""The training loop, checkpoints and resuming, on a few hundred real MNIST images."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pytest
+import torch
+from torch import nn
+
+from helpers import runtime, training
+from helpers.models import SimpleNN
+from helpers.training import CheckpointError, Recipe
+
+SMALL = Recipe(epochs=2, batch_size=32, train_subset=320, validation_size=64, step_size=1)
+
+
+@pytest.fixture(scope="module")
+def loaders():
+    return training.recipe_loaders(SMALL)
+
+
+def test_loaders_hold_out_a_validation_split_from_the_training_images(loaders):
+    train_loader, val_loader, test_loader = loaders
+    assert (len(train_loader.dataset), len(val_loader.dataset)) == (256, 64)
+    assert len(test_loader.dataset) == 10_000
+    train_idx = set(train_loader.dataset.indices)
+    val_idx = set(val_loader.dataset.indices)
+    assert not train_idx & val_idx and train_idx | val_idx == set(range(320))
+
+
+def test_seed_recipe_validates_on_the_test_set():
+    _, val_loader, test_loader = training.recipe_loaders(Recipe(train_subset=64))
+    assert val_loader.dataset is test_loader.dataset
+
+
+def test_a_few_steps_reduce_the_loss(loaders):
+    run = training.new_run(SMALL, torch.device("cpu"))
+    batch = [next(iter(loaders[0]))]
+    losses = [
+        training.train_epoch(
+            run.model,
+            torch.device("cpu"),
+            batch,
+            run.optimizer,
+            nn.CrossEntropyLoss(),
+            epoch=1,
+            progress=False,
+        )[0]
+        for _ in range(10)
+    ]
+    assert losses[-1] < 0.75 * losses[0]
+
+
+def test_validate_matches_a_manual_count(loaders):
+    model = SimpleNN().eval()
+    loss, acc = training.validate(model, torch.device("cpu"), loaders[1], nn.CrossEntropyLoss())
+    images = torch.cat([x for x, _ in loaders[1]])
+    labels = torch.cat([y for _, y in loaders[1]])
+    with torch.no_grad():
+        logits = model(images)
+    assert acc == pytest.approx(100.0 * (logits.argmax(1) == labels).float().mean().item())
+    batch_losses = [
+        nn.functional.cross_entropy(logits[i : i + 32], labels[i : i + 32]).item()
+        for i in range(0, 64, 32)
+    ]
+    assert loss == pytest.approx(sum(batch_losses) / 2, rel=1e-6)
+    assert not model.training
+
+
+def test_scheduler_halves_the_learning_rate_every_step_size_epochs():
+    run = training.new_run(Recipe(), torch.device("cpu"))
+    rates = []
+    for _ in range(11):
+        rates.append(run.optimizer.param_groups[0]["lr"])
+        run.optimizer.step()
+        run.scheduler.step()
+    assert rates[:5] == [1e-3] * 5 and rates[5:10] == [5e-4] * 5 and rates[10] == 2.5e-4
+
+
+def test_clipping_caps_the_gradient_norm(loaders, monkeypatch):
+    norms = []
+    original = nn.utils.clip_grad_norm_
+
+    def spy(params, max_norm):
+        params = list(params)
+        original(params, max_norm)
+        norms.append(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])).item())
+
+    monkeypatch.setattr(training.nn.utils, "clip_grad_norm_", spy)
+    run = training.new_run(SMALL, torch.device("cpu"))
+    training.train_epoch(
+        run.model,
+        torch.device("cpu"),
+        loaders[0],
+        run.optimizer,
+        nn.CrossEntropyLoss(),
+        1,
+        max_grad_norm=1.0,
+        progress=False,
+    )
+    assert len(norms) == 8 and max(norms) <= 1.0 + 1e-5
+
+
+def test_device_selection_falls_back_to_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert runtime.pick_device() == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert runtime.pick_device() == torch.device("cuda")
+
+
+def test_training_is_reproducible_and_resuming_gives_the_same_history(tmp_path):
+    def fresh():
+        return training.recipe_loaders(SMALL)
+
+    train_loader, val_loader, _ = fresh()
+    straight = training.train_model(
+        training.new_run(SMALL, torch.device("cpu")), train_loader, val_loader, progress=False
+    )
+
+    train_loader, val_loader, _ = fresh()
+    path = tmp_path / "run.pt"
+    first = training.train_model(
+        training.new_run(SMALL, torch.device("cpu")),
+        train_loader,
+        val_loader,
+        epochs=1,
+        progress=False,
+        checkpoint=path,
+    )
+    assert first.epoch == 1
+    torch.manual_seed(1234)  # anything between the two halves must not matter
+    train_loader, val_loader, _ = fresh()
+    resumed = training.load_checkpoint(path, torch.device("cpu"), shuffle=train_loader.generator)
+    assert resumed.epoch == 1
+    training.train_model(resumed, train_loader, val_loader, progress=False)
+
+    assert resumed.history == straight.history
+    for name, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+    assert straight.history["learning_rates"] == [1e-3, 5e-4]
+
+
+def test_checkpoint_round_trip_loads_with_weights_only(tmp_path, loaders):
+    run = training.train_model(
+        training.new_run(SMALL, torch.device("cpu")),
+        loaders[0],
+        loaders[1],
+        epochs=1,
+        progress=False,
+    )
+    path = tmp_path / "ckpt.pt"
+    training.save_checkpoint(run, path)
+    state = torch.load(path, weights_only=True)
+    assert state["epoch"] == 1 and state["recipe"]["train_subset"] == 320
+    model = training.load_into(SimpleNN(), path)
+    for name, value in run.model.state_dict().items():
+        assert torch.equal(value, model.state_dict()[name])
+    assert list(tmp_path.iterdir()) == [path]  # no temporary files left
+
+
+def test_loading_into_a_different_architecture_says_so(tmp_path, loaders):
+    run = training.new_run(SMALL, torch.device("cpu"))
+    path = tmp_path / "ckpt.pt"
+    training.save_checkpoint(run, path)
+    with pytest.raises(CheckpointError, match="saved from SimpleNN.*does not fit"):
+        training.load_into(SimpleNN(hidden_size=256), path)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_corrupt_or_truncated_checkpoint_gives_a_clear_error(tmp_path, damage):
+    path = tmp_path / "ckpt.pt"
+    training.save_checkpoint(training.new_run(SMALL, torch.device("cpu")), path)
+    blob = path.read_bytes()
+    path.write_bytes(
+        {"truncate": blob[: len(blob) // 2], "garbage": b"not a checkpoint" * 100, "empty": b""}[
+            damage
+        ]
+    )
+    with pytest.raises(CheckpointError, match="not a readable checkpoint.*delete it"):
+        training.read_checkpoint(path)
+
+
+def test_a_checkpoint_with_code_in_it_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    torch.save({"format": training.CHECKPOINT_FORMAT, "payload": Exploit()}, path)
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        training.read_checkpoint(path)
+
+
+def test_load_or_train_trains_once_then_loads(tmp_path, monkeypatch):
+    monkeypatch.setattr(training, "checkpoint_path", lambda recipe: tmp_path / f"{recipe.key()}.pt")
+    recipe = dataclasses.replace(SMALL, epochs=1)
+    run, _ = training.load_or_train(recipe, torch.device("cpu"), progress=False)
+    assert (tmp_path / f"{recipe.key()}.pt").exists() and run.epoch == 1
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again although a checkpoint exists")
+
+    monkeypatch.setattr(training, "train_model", no_training)
+    again, _ = training.load_or_train(recipe, torch.device("cpu"), progress=False)
+    assert again.history == run.history
+    assert recipe.key() != SMALL.key()  # a different recipe never loads this checkpoint
