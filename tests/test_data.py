@@ -400,3 +400,27 @@ def test_raw_datasets_hand_out_pil_images_and_augmentation_keeps_them_valid(real
     plain = data.mnist_transform()(image)
     assert not torch.equal(augmented, plain)
     assert augmented.min() >= plain.min() - 1e-6 and augmented.max() <= plain.max() + 1e-6
+
+
+def test_tensor_path_gives_the_dataloader_batches_bit_for_bit(real_root):
+    images, labels = data.mnist_tensors(train=True, root=real_root)
+    assert images.shape == (60_000, 1, 28, 28) and images.dtype == torch.float32
+    loader, _ = data.mnist_loaders(batch_size=64, root=real_root, seed=3)
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(2):  # two epochs: the generator state must advance the same way
+        fast = data.tensor_batches(images, labels, 64, generator=generator)
+        for step, ((x_slow, y_slow), (x_fast, y_fast)) in enumerate(zip(loader, fast, strict=True)):
+            assert torch.equal(x_slow, x_fast) and torch.equal(y_slow, y_fast)
+            if step == 3:
+                break
+
+
+def test_tensor_batches_cover_the_split_once_per_epoch():
+    images, labels = torch.arange(10).float().view(10, 1), torch.arange(10)
+    batches = list(
+        data.tensor_batches(images, labels, 4, generator=torch.Generator().manual_seed(0))
+    )
+    assert [len(y) for _, y in batches] == [4, 4, 2]
+    assert sorted(torch.cat([y for _, y in batches]).tolist()) == list(range(10))
+    ordered = list(data.tensor_batches(images, labels, 4, shuffle=False))
+    assert torch.equal(torch.cat([y for _, y in ordered]), labels)
