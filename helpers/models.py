@@ -29,8 +29,9 @@ class SimpleNN(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # (batch, 1, 28, 28) -> (batch, 784). The seed's `x.view(-1, 28*28)` would also accept a
-        # single unbatched image and silently call it a batch of one; flatten(1) keeps the batch.
+        # (batch, 1, 28, 28) -> (batch, 784). The seed's `x.view(-1, 28*28)` reshapes whatever
+        # it is given: a bare (28, 28) image becomes a batch of one, and 56 x 56 images become
+        # four rows each. flatten(1) keeps the batch dimension, so such mistakes fail loudly.
         x = x.flatten(1)
         x = self.dropout(F.relu(self.bn1(self.fc1(x))))
         x = self.dropout(F.relu(self.bn2(self.fc2(x))))
