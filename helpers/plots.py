@@ -1,4 +1,4 @@
-"""Pictures of the data (chapter 02): samples, class balance, mean digits, pixels, augmentation.
+"""Pictures of the data (chapter 02) and of training and evaluation (chapters 07 and 08).
 
 Every function draws one figure with pyplot and returns it without showing it: a notebook shows
 it (`plt.show()`), a test inspects it.
@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import seaborn as sns
 import torch
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
@@ -157,5 +158,83 @@ def augmentation_grid(
     axes[0, 0].set_title("Original")
     for col in range(1, draws + 1):
         axes[0, col].set_title(f"Draw {col}")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Pictures of training and evaluation (chapters 07 and 08)
+# ---------------------------------------------------------------------------------------------
+
+
+def training_history(history: dict[str, list[float]], val_label: str = "validation") -> Figure:
+    """The seed's three panels: loss, accuracy and learning rate per epoch."""
+    epochs = range(1, len(history["train_loss"]) + 1)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    panels = [("loss", "Loss", "Loss curves"), ("acc", "Accuracy (%)", "Accuracy curves")]
+    for ax, (key, ylabel, title) in zip(axes, panels, strict=False):
+        ax.plot(epochs, history[f"train_{key}"], "o-", label="training")
+        ax.plot(epochs, history[f"val_{key}"], "o-", label=val_label)
+        ax.set(xlabel="Epoch", ylabel=ylabel, title=title)
+        ax.legend()
+    axes[2].plot(epochs, history["learning_rates"], "o-", color="C2")
+    axes[2].set(xlabel="Epoch", ylabel="Learning rate", title="Learning rate schedule")
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_heatmap(cm: np.ndarray, title: str = "Confusion matrix") -> Figure:
+    """The confusion matrix as an annotated seaborn heatmap (rows: true digit)."""
+    fig, ax = plt.subplots(figsize=(8, 6.5))
+    sns.heatmap(
+        cm,
+        annot=True,
+        fmt="d",
+        cmap="Blues",
+        cbar=False,
+        ax=ax,
+        norm=plt.matplotlib.colors.LogNorm(vmin=1, vmax=max(int(cm.max()), 2)),
+    )
+    ax.set(xlabel="Predicted label", ylabel="True label", title=title)
+    fig.tight_layout()
+    return fig
+
+
+def error_gallery(
+    images: torch.Tensor, preds: Sequence[int], targets: Sequence[int], cols: int = 5
+) -> Figure:
+    """The seed's error analysis: misclassified images titled with predicted and true labels."""
+    rows = (len(images) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.5 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, pred, true in zip(axes.flat, images, preds, targets, strict=False):
+        ax.imshow(_as_array(image), cmap="gray")
+        ax.set_title(f"Predicted: {int(pred)}, True: {int(true)}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def confident_mistakes(images: torch.Tensor, probs: torch.Tensor, targets: torch.Tensor) -> Figure:
+    """Each mistake beside the probabilities the model gave every digit."""
+    n = len(images)
+    fig, axes = plt.subplots(
+        n, 2, figsize=(7, 1.6 * n), squeeze=False, gridspec_kw={"width_ratios": [1, 3]}
+    )
+    for (ax_img, ax_bar), image, p, true in zip(axes, images, probs, targets, strict=True):
+        ax_img.imshow(_as_array(image), cmap="gray")
+        ax_img.axis("off")
+        colors = [
+            "C2" if d == int(true) else ("C3" if d == int(p.argmax()) else "0.7") for d in DIGITS
+        ]
+        ax_bar.bar(DIGITS, p.numpy(), color=colors)
+        ax_bar.set(ylim=(0, 1), xticks=DIGITS, ylabel="probability")
+        ax_bar.set_title(
+            f"true {int(true)}, predicted {int(p.argmax())} with p = {p.max():.3f}", fontsize=10
+        )
+    axes[-1, 1].set_xlabel("digit (green: true, red: predicted)")
     fig.tight_layout()
     return fig

@@ -148,3 +148,49 @@ def test_augmentation_grid_leaves_the_callers_random_state_alone(raw_train):
     torch.manual_seed(123)
     plots.augmentation_grid(raw_train, SEED_AUGMENTATION, [0], draws=2)
     torch.testing.assert_close(torch.rand(3), expected)
+
+
+def test_training_history_has_the_seeds_three_panels():
+    history = {
+        "train_loss": [1.0, 0.5],
+        "val_loss": [0.9, 0.6],
+        "train_acc": [80.0, 90.0],
+        "val_acc": [85.0, 88.0],
+        "learning_rates": [1e-3, 5e-4],
+    }
+    fig = plots.training_history(history)
+    loss, acc, lr = fig.axes
+    assert [ax.get_title() for ax in fig.axes] == [
+        "Loss curves",
+        "Accuracy curves",
+        "Learning rate schedule",
+    ]
+    assert list(acc.lines[1].get_ydata()) == [85.0, 88.0]
+    assert list(lr.lines[0].get_ydata()) == [1e-3, 5e-4]
+    assert list(loss.lines[0].get_xdata()) == [1, 2]
+    plt.close(fig)
+
+
+def test_confusion_heatmap_annotates_every_cell():
+    cm = np.arange(100).reshape(10, 10)
+    fig = plots.confusion_heatmap(cm)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert len(texts) == 100 and texts[:3] == ["0", "1", "2"] and texts[-1] == "99"
+    assert fig.axes[0].get_xlabel() == "Predicted label"
+    plt.close(fig)
+
+
+def test_error_gallery_titles_and_mistake_bars():
+    images = torch.zeros(3, 28, 28, dtype=torch.uint8)
+    fig = plots.error_gallery(images, [1, 2, 3], [7, 8, 9], cols=2)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["Predicted: 1, True: 7", "Predicted: 2, True: 8", "Predicted: 3, True: 9"]
+    plt.close(fig)
+    probs = torch.full((1, 10), 0.02)
+    probs[0, 3] = 0.82
+    fig = plots.confident_mistakes(images[:1], probs, torch.tensor([5]))
+    bars = fig.axes[1].patches
+    assert [round(b.get_height(), 2) for b in bars][3] == 0.82
+    assert bars[5].get_facecolor() != bars[0].get_facecolor() != bars[3].get_facecolor()
+    assert fig.axes[1].get_title() == "true 5, predicted 3 with p = 0.820"
+    plt.close(fig)

@@ -208,3 +208,41 @@ def test_load_or_train_trains_once_then_loads(tmp_path, monkeypatch):
     again, _ = training.load_or_train(recipe, torch.device("cpu"), progress=False)
     assert again.history == run.history
     assert recipe.key() != SMALL.key()  # a different recipe never loads this checkpoint
+
+
+def test_shipped_checkpoint_is_used_and_a_half_finished_one_is_resumed(tmp_path, monkeypatch):
+    cache, shipped = tmp_path / "cache", tmp_path / "shipped"
+    monkeypatch.setattr(training, "checkpoint_path", lambda recipe: cache / f"{recipe.key()}.pt")
+    monkeypatch.setattr(training, "SHIPPED_CHECKPOINTS", shipped)
+    recipe = dataclasses.replace(SMALL, epochs=2)
+    train_loader, val_loader, _ = training.recipe_loaders(recipe)
+    half = training.train_model(
+        training.new_run(recipe, torch.device("cpu")),
+        train_loader,
+        val_loader,
+        epochs=1,
+        progress=False,
+    )
+    shipped.mkdir()
+    training.save_checkpoint(half, shipped / f"{recipe.key()}.pt", train_loader.generator)
+
+    resumed, _ = training.load_or_train(recipe, torch.device("cpu"), progress=False)
+    assert resumed.epoch == 2 and resumed.history["train_loss"][0] == half.history["train_loss"][0]
+    assert (cache / f"{recipe.key()}.pt").exists()  # the finished run is saved locally
+
+    monkeypatch.setattr(training, "train_model", lambda *a, **k: pytest.fail("retrained"))
+    (cache / f"{recipe.key()}.pt").unlink()
+    complete = shipped / f"{recipe.key()}.pt"
+    training.save_checkpoint(resumed, complete)
+    loaded, _ = training.load_or_train(recipe, torch.device("cpu"), progress=False)
+    assert loaded.history == resumed.history
+
+
+def test_unusable_checkpoint_warns_and_trains_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(training, "checkpoint_path", lambda recipe: tmp_path / "bad.pt")
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    recipe = dataclasses.replace(SMALL, epochs=1)
+    with pytest.warns(UserWarning, match="not a readable checkpoint"):
+        run, _ = training.load_or_train(recipe, torch.device("cpu"), progress=False)
+    assert run.epoch == 1
+    assert training.read_checkpoint(tmp_path / "bad.pt")["epoch"] == 1  # replaced by a good one
