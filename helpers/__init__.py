@@ -5,7 +5,12 @@ One module per idea, each traceable to the chapter that teaches it:
 - `helpers.runtime` - the setup cell every chapter opens with (seed, device, quick mode)
 - `helpers.idx`    - the IDX file format, by hand (chapter 01)
 - `helpers.data`   - MNIST on disk, verified; datasets and loaders (chapter 01)
-- `helpers.plots`  - the pictures of the data (chapter 02)
+- `helpers.plots`  - the pictures of the data (chapter 02), of training and evaluation (07, 08)
+- `helpers.models` - the seed's network (chapter 03)
+- `helpers.graph`  - the recorded graph, FLOPs and saved activations (chapter 04)
+- `helpers.backprop` - a backward pass written by hand (chapter 05)
+- `helpers.training` - the seed's training loop, recipes, checkpoints (chapter 07)
+- `helpers.evaluation` - predictions, confusion matrix, per-class metrics, mistakes (chapter 08)
 """
 
 from helpers.runtime import is_quick, pick_device, seed_everything, setup
