@@ -70,6 +70,23 @@ def execute(path: Path, timeout: int = 3600) -> float:
     return time.perf_counter() - start
 
 
+def ship_checkpoint() -> Path:
+    """Copy the full run of `training.BOOK_RECIPE` (made by chapter 07) into the package.
+
+    Chapters 08 and 09 then evaluate exactly that model, in CI and on Colab, without training.
+    """
+    import shutil
+
+    from helpers import training
+
+    source = training.checkpoint_path(training.BOOK_RECIPE)
+    state = training.read_checkpoint(source)  # refuses a corrupt file
+    if state["epoch"] != training.BOOK_RECIPE.epochs:
+        raise SystemExit(f"{source.name} is unfinished: run chapter 07 in full first")
+    training.SHIPPED_CHECKPOINTS.mkdir(exist_ok=True)
+    return Path(shutil.copy(source, training.SHIPPED_CHECKPOINTS / source.name))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -78,9 +95,13 @@ def main() -> None:
     run = sub.add_parser("execute", help="run notebooks and store their outputs")
     run.add_argument("notebooks", nargs="+", type=Path)
     sub.add_parser("setup-cell", help="print the canonical setup cell")
+    sub.add_parser("ship-checkpoint", help="ship chapter 07's full-run model with the package")
     args = parser.parse_args()
     if args.command == "setup-cell":
         print(setup_cell_source())
+        return
+    if args.command == "ship-checkpoint":
+        print(f"shipped {ship_checkpoint().relative_to(ROOT)}")
         return
     for path in args.notebooks:
         seconds = execute(path)
