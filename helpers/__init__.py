@@ -11,6 +11,8 @@ One module per idea, each traceable to the chapter that teaches it:
 - `helpers.backprop` - a backward pass written by hand (chapter 05)
 - `helpers.training` - the seed's training loop, recipes, checkpoints (chapter 07)
 - `helpers.evaluation` - predictions, confusion matrix, per-class metrics, mistakes (chapter 08)
+- `helpers.fast` - training on tensors held in memory, time to accuracy (chapter 10)
+- `helpers.bench` - `python -m helpers.bench`: the seed's pipeline vs the fast path (chapter 10)
 """
 
 from helpers.runtime import is_quick, pick_device, seed_everything, setup

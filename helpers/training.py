@@ -114,7 +114,9 @@ def train_epoch(
     """Train for one epoch; return (mean batch loss, accuracy in %), as the seed does."""
     model.train()
     train_loss, correct, total = 0.0, 0, 0
-    bar = tqdm(train_loader, desc=f"Epoch {epoch}", disable=not progress, leave=True)
+    # mininterval and refresh=False: the bar redraws twice a second, not once per batch. In a
+    # notebook every redraw is a message to the front end, and thousands of them flood it.
+    bar = tqdm(train_loader, desc=f"Epoch {epoch}", disable=not progress, mininterval=0.5)
     for data_batch, target in bar:
         data_batch, target = data_batch.to(device), target.to(device)
         optimizer.zero_grad()
@@ -127,7 +129,8 @@ def train_epoch(
         train_loss += loss.item()
         correct += output.argmax(1).eq(target).sum().item()
         total += target.size(0)
-        bar.set_postfix(Loss=f"{loss.item():.4f}", Acc=f"{100.0 * correct / total:.2f}%")
+        postfix = {"Loss": f"{loss.item():.4f}", "Acc": f"{100.0 * correct / total:.2f}%"}
+        bar.set_postfix(postfix, refresh=False)
     return train_loss / len(train_loader), 100.0 * correct / total
 
 
@@ -296,6 +299,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     return state
 
 
+def _first_mismatch(error: RuntimeError) -> str:
+    """The first specific line of a load_state_dict error (its first line is only a heading)."""
+    lines = [line.strip() for line in str(error).splitlines()[1:] if line.strip()]
+    return (lines[0] if lines else str(error))[:300]
+
+
 def load_checkpoint(
     path: str | os.PathLike,
     device: torch.device | None = None,
@@ -310,7 +319,7 @@ def load_checkpoint(
     except RuntimeError as e:
         raise CheckpointError(
             f"{Path(path).name} holds weights for a different architecture than "
-            f"{recipe.model}({recipe.model_kwargs}): {str(e).splitlines()[0]}"
+            f"{recipe.model}({recipe.model_kwargs}): {_first_mismatch(e)}"
         ) from None
     run.optimizer.load_state_dict(state["optimizer_state"])
     run.scheduler.load_state_dict(state["scheduler_state"])
@@ -332,7 +341,7 @@ def load_into(model: nn.Module, path: str | os.PathLike, best: bool = False) -> 
         raise CheckpointError(
             f"{Path(path).name} was saved from {state['recipe']['model']}"
             f"({state['recipe']['model_kwargs']}) and does not fit this "
-            f"{type(model).__name__}: {str(e).splitlines()[0]}"
+            f"{type(model).__name__}: {_first_mismatch(e)}"
         ) from None
     return model
 
