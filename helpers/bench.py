@@ -1,0 +1,324 @@
+"""How fast the book trains, against the seed's pipeline (chapter 10).
+
+    python -m helpers.bench [--quick] [--device cpu|cuda|mps] [--threads N] [--repeats N]
+
+
+Everything runs in one process, side by side: after a warm-up, each repetition times every path
+once, in turn, so a busy machine slows them all alike; the medians are printed. Output is one JSON
+object per line (`figure` says what it holds). Every epoch starts from the same seeded model and
+shuffle, so the paths' losses can be compared as well as their times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import islice
+
+import torch
+from torch import nn
+
+from helpers.data import mnist_loaders, mnist_tensors
+from helpers.fast import TensorLoader, accuracy, time_to_accuracy
+from helpers.models import SimpleNN, SmallCNN
+from helpers.runtime import pick_device
+from helpers.training import train_epoch
+
+# The seed network's matrix-multiply FLOPs per training sample (chapter 04): forward 218,368,
+# backward 236,032 (fc1 needs no input gradient).
+SEED_TRAIN_FLOPS = 454_400
+TRAIN_SIZE = 60_000
+
+# The recipes `time_to_accuracy` runs (found on this book's 2-core build machine; see chapter 10).
+MLP_RECIPE = {"epochs": 4, "batch_size": 256, "lr": 3e-3}
+MLP_KWARGS = {"hidden_size": 256, "dropout": 0.1}
+CNN_RECIPE = {"epochs": 4, "batch_size": 256, "lr": 5e-3}
+
+
+class FirstBatches:
+    """The first `count` batches of a loader, with a length (for a partial, scaled epoch)."""
+
+    def __init__(self, loader: Iterable, count: int) -> None:
+        self.loader, self.count = loader, count
+
+    def __len__(self) -> int:
+        """How many batches an iteration yields."""
+        return self.count
+
+    def __iter__(self) -> Iterator:
+        """The loader's first `count` batches."""
+        return islice(iter(self.loader), self.count)
+
+
+def seed_loader(batch_size: int = 64, num_workers: int = 2, seed: int = 0) -> Iterable:
+    """The seed's training loader as written: PIL images, ToTensor + Normalize per sample."""
+    return mnist_loaders(batch_size=batch_size, num_workers=num_workers, seed=seed)[0]
+
+
+def tensor_loader(
+    images: torch.Tensor, labels: torch.Tensor, batch_size: int = 64, seed: int = 0
+) -> TensorLoader:
+    """The fast path: the split held as one normalized tensor, batches picked by index."""
+    return TensorLoader(images, labels, batch_size, generator=torch.Generator().manual_seed(seed))
+
+
+def timed_epoch(
+    loader: Iterable,
+    device: torch.device,
+    fused: bool = False,
+    max_batches: int | None = None,
+    seed: int = 0,
+) -> dict[str, object]:
+    """One epoch of the seed's training step with a fresh seeded SimpleNN, Adam 1e-3, clip 1.0.
+
+    Returns the model, the epoch's `seconds` (scaled to a whole epoch if only `max_batches`
+    were run), its mean `train_loss` and `train_acc` (%).
+    """
+    batches = len(loader)
+    if max_batches is not None and max_batches < batches:
+        loader = FirstBatches(loader, max_batches)
+    torch.manual_seed(seed)
+    model = SimpleNN().to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused or None)
+    start = time.perf_counter()
+    loss, acc = train_epoch(
+        model, device, loader, optimizer, nn.CrossEntropyLoss(), 1, 1.0, progress=False
+    )
+    synchronize(device)
+    seconds = (time.perf_counter() - start) * batches / len(loader)
+    return {"model": model, "seconds": seconds, "train_loss": loss, "train_acc": acc}
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device to finish queued work (GPUs run asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def side_by_side(
+    fns: dict[str, Callable[[], dict]], repeats: int, warmup: bool = True
+) -> dict[str, list[dict]]:
+    """Run every function once per repetition, in turn, after one untimed round; all results."""
+    if warmup:
+        for fn in fns.values():
+            fn()
+    results: dict[str, list[dict]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            results[name].append(fn())
+    return results
+
+
+def matmul_shapes(batch_size: int) -> list[tuple[int, int, int]]:
+    """(m, k, n) of the 8 matrix multiplies in one training step of the seed's network."""
+    b = batch_size
+    forward = [(b, 784, 128), (b, 128, 64), (b, 64, 10)]
+    weight_grads = [(128, b, 784), (64, b, 128), (10, b, 64)]
+    input_grads = [(b, 10, 64), (b, 64, 128)]  # none for fc1: the pixels need no gradient
+    return forward + weight_grads + input_grads
+
+
+def matmul_floor(
+    batch_size: int, device: torch.device, repeats: int = 7, number: int = 20
+) -> dict[str, float]:
+    """The seed network's training FLOPs / the rate this device reaches on the same shapes.
+
+    Returns `gflops` (the rate) and `floor_s`: the seconds an epoch would take if it did nothing
+    but these matrix multiplies.
+    """
+    shapes = matmul_shapes(batch_size)
+    pairs = [
+        (torch.randn(m, k, device=device), torch.randn(k, n, device=device)) for m, k, n in shapes
+    ]
+    flops = sum(2 * m * k * n for m, k, n in shapes)
+    assert flops == SEED_TRAIN_FLOPS * batch_size
+
+    def step() -> None:
+        for a, b in pairs:
+            torch.mm(a, b)
+
+    step()
+    runs = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(number):
+            step()
+        synchronize(device)
+        runs.append((time.perf_counter() - start) / number)
+    rate = flops / statistics.median(runs)
+    return {"gflops": rate / 1e9, "floor_s": SEED_TRAIN_FLOPS * TRAIN_SIZE / rate}
+
+
+def environment(device: torch.device, quick: bool, repeats: int) -> dict[str, object]:
+    """What the figures were measured on."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    return {
+        "figure": "environment",
+        "device": device.type,
+        "device_name": name,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "quick": quick,
+        "repeats": repeats,
+    }
+
+
+def epoch_figures(
+    device: torch.device, repeats: int, max_batches: int | None
+) -> tuple[list[dict], dict[str, dict]]:
+    """Median epoch times of the seed's pipeline and of the fast path, side by side."""
+    images, labels = mnist_tensors(True, device=device)
+    test = mnist_tensors(False, device=device)
+    paths = {  # name: (batch size, loader factory, fused Adam)
+        "seed pipeline": (64, lambda b: seed_loader(b, num_workers=2), False),
+        "fast": (64, lambda b: tensor_loader(images, labels, b), False),
+        "fast, fused Adam": (64, lambda b: tensor_loader(images, labels, b), True),
+        "fast, fused Adam, batch 256": (256, lambda b: tensor_loader(images, labels, b), True),
+        "fast, fused Adam, batch 1024": (1024, lambda b: tensor_loader(images, labels, b), True),
+    }
+    fns = {
+        name: (lambda b=b, make=make, fused=fused: timed_epoch(make(b), device, fused, max_batches))
+        for name, (b, make, fused) in paths.items()
+    }
+    results = side_by_side(fns, repeats)
+    rows, summary = [], {}
+    for name, runs in results.items():
+        last = runs[-1]
+        row = {
+            "figure": "epoch_time",
+            "path": name,
+            "batch_size": paths[name][0],
+            "median_s": statistics.median(r["seconds"] for r in runs),
+            "runs_s": [round(r["seconds"], 4) for r in runs],
+            "train_loss": last["train_loss"],
+            "train_acc": last["train_acc"],
+            "test_acc": accuracy(last["model"], *test),
+        }
+        rows.append(row)
+        summary[name] = row
+    return rows, summary
+
+
+def speed_rows(summary: dict[str, dict], floors: dict[int, dict]) -> list[dict]:
+    """Speed-ups over the seed's pipeline at batch 64, and every path's distance from its floor."""
+    seed = summary["seed pipeline"]
+    rows = []
+    for name in ("fast", "fast, fused Adam"):
+        rows.append(
+            {
+                "figure": "speedup",
+                "path": name,
+                "baseline": "seed pipeline",
+                "batch_size": 64,
+                "baseline_s": seed["median_s"],
+                "path_s": summary[name]["median_s"],
+                "ratio": seed["median_s"] / summary[name]["median_s"],
+                "train_loss_difference": abs(summary[name]["train_loss"] - seed["train_loss"]),
+                "test_acc_difference": abs(summary[name]["test_acc"] - seed["test_acc"]),
+            }
+        )
+    for name, row in summary.items():
+        floor = floors[row["batch_size"]]["floor_s"]
+        rows.append(
+            {
+                "figure": "distance_from_floor",
+                "path": name,
+                "batch_size": row["batch_size"],
+                "epoch_s": row["median_s"],
+                "floor_s": floor,
+                "ratio": row["median_s"] / floor,
+            }
+        )
+    return rows
+
+
+def accuracy_rows(device: torch.device, quick: bool) -> list[dict]:
+    """Time to 98.0% test accuracy with an MLP and to 99.0% with SmallCNN (quick: a subset)."""
+    train, test = mnist_tensors(True, device=device), mnist_tensors(False, device=device)
+    runs = [
+        (
+            "SimpleNN(hidden_size=256, dropout=0.1)",
+            lambda: SimpleNN(**MLP_KWARGS),
+            98.0,
+            MLP_RECIPE,
+        ),
+        ("SmallCNN()", SmallCNN, 99.0, CNN_RECIPE),
+    ]
+    if quick:  # a small subset and a low target: checks the machinery, not the recipe
+        train = (train[0][:4096], train[1][:4096])
+        test = (test[0][:2000], test[1][:2000])
+        runs = [(name, make, 80.0, {**recipe, "epochs": 1}) for name, make, _, recipe in runs]
+    rows = []
+    for name, make, target, recipe in runs:
+        result = time_to_accuracy(make, train, test, target, **recipe)
+        rows.append(
+            {
+                "figure": "time_to_accuracy",
+                "model": name,
+                "target": target,
+                "reached": result["seconds"] is not None,
+                "seconds": result["seconds"],
+                "epochs": result["epochs"],
+                "test_acc": result["test_acc"],
+                "recipe": recipe,
+                "train_size": len(train[0]),
+            }
+        )
+    return rows
+
+
+def run(
+    device: torch.device, quick: bool = False, repeats: int | None = None
+) -> Iterator[dict[str, object]]:
+    """All the benchmark's figures, one dict at a time."""
+    repeats = repeats or (1 if quick else 5)
+    yield environment(device, quick, repeats)
+    rows, summary = epoch_figures(device, repeats, max_batches=40 if quick else None)
+    yield from rows
+    floors = {b: matmul_floor(b, device, repeats=3 if quick else 7) for b in (64, 256, 1024)}
+    for b, floor in floors.items():
+        yield {
+            "figure": "matmul_floor",
+            "batch_size": b,
+            "flops_per_sample": SEED_TRAIN_FLOPS,
+            **floor,
+        }
+    yield from speed_rows(summary, floors)
+    yield from accuracy_rows(device, quick)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line: --quick, --device, --threads, --repeats."""
+    parser = argparse.ArgumentParser(prog="python -m helpers.bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a short run (CI): under a minute")
+    parser.add_argument("--device", help="cpu, cuda or mps (default: the fastest present)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch's CPU threads (default 1: on a shared machine, more threads spin and collapse)",
+    )
+    parser.add_argument("--repeats", type=int, help="timed repetitions (default 5; quick 1)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Print the benchmark's figures as JSON lines."""
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device) if args.device else pick_device()
+    for row in run(device, args.quick, args.repeats):
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,166 @@
+"""The fast path (chapter 10): TensorLoader, the lean loop, SmallCNN and the benchmark's output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from helpers import bench, fast
+from helpers.data import mnist_tensors
+from helpers.models import SimpleNN, SmallCNN, count_parameters
+from helpers.training import train_epoch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def subset() -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """2,048 training and 1,000 test images, normalized."""
+    (x, y), (tx, ty) = mnist_tensors(True), mnist_tensors(False)
+    return (x[:2048], y[:2048]), (tx[:1000], ty[:1000])
+
+
+def test_tensor_loader_behaves_like_a_dataloader():
+    images, labels = torch.arange(10).float().view(10, 1), torch.arange(10)
+    loader = fast.TensorLoader(images, labels, 4, generator=torch.Generator().manual_seed(0))
+    assert len(loader) == 3
+    first, second = list(loader), list(loader)
+    assert [len(y) for _, y in first] == [4, 4, 2]
+    assert sorted(torch.cat([y for _, y in first]).tolist()) == list(range(10))
+    assert not torch.equal(torch.cat([y for _, y in first]), torch.cat([y for _, y in second]))
+    ordered = fast.TensorLoader(images, labels, 4, shuffle=False)
+    assert torch.equal(torch.cat([y for _, y in ordered]), labels)
+
+
+def test_the_seeds_train_epoch_runs_on_a_tensor_loader(subset):
+    (x, y), _ = subset
+    torch.manual_seed(0)
+    model = SimpleNN()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loader = fast.TensorLoader(x, y, 64, generator=torch.Generator().manual_seed(0))
+    loss, acc = train_epoch(
+        model, torch.device("cpu"), loader, optimizer, nn.CrossEntropyLoss(), 1, progress=False
+    )
+    assert 0 < loss < 2.5 and 0 <= acc <= 100
+
+
+def test_train_fast_lowers_the_loss_and_stops_at_the_target(subset):
+    train, test = subset
+    torch.manual_seed(0)
+    model = SimpleNN(hidden_size=64, dropout=0.1)
+    history = fast.train_fast(model, train, test, epochs=4, batch_size=64)
+    assert len(history["train_loss"]) == len(history["test_acc"]) == len(history["seconds"]) == 4
+    assert history["train_loss"][-1] < 0.7 * history["train_loss"][0]
+    assert history["test_acc"][-1] > 80
+    assert history["seconds"] == sorted(history["seconds"]) and history["seconds"][0] > 0
+    result = fast.time_to_accuracy(
+        lambda: SimpleNN(hidden_size=64), train, test, target=50.0, epochs=4, batch_size=128
+    )
+    assert result["epochs"] < 4 and result["test_acc"] >= 50 and result["seconds"] > 0
+    never = fast.time_to_accuracy(SimpleNN, train, test, target=100.0, epochs=1)
+    assert never["seconds"] is None and never["epochs"] == 1
+
+
+def test_accuracy_counts_in_eval_mode():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.eye(3, 4))
+        model[1].bias.zero_()
+    images = torch.eye(4)[:3].view(3, 1, 2, 2)
+    assert fast.accuracy(model, images, torch.tensor([0, 1, 2]), batch_size=2) == 100.0
+    assert fast.accuracy(model, images, torch.tensor([0, 1, 0])) == pytest.approx(200 / 3)
+    assert not model.training
+
+
+def test_make_adamw_is_plain_adam_without_weight_decay():
+    params = [nn.Parameter(torch.ones(3))]
+    optimizer = fast.make_adamw(params, lr=0.1)
+    assert optimizer.defaults["weight_decay"] == 0.0 and optimizer.defaults["lr"] == 0.1
+
+
+def test_small_cnn_shapes_and_parameters():
+    model = SmallCNN()
+    x = torch.randn(5, 1, 28, 28)
+    assert model.features(x).shape == (5, 64, 7, 7)
+    assert model(x).shape == (5, 10)
+    # conv1 32*25, bn1 2*32, conv2 64*32*9, bn2 2*64, classifier 3136*10 + 10
+    assert count_parameters(model) == (800 + 64 + 18_432 + 128 + 31_370,) * 2
+    assert SmallCNN(channels=(8, 16))(x).shape == (5, 10)
+
+
+def test_matmul_shapes_add_up_to_the_seed_networks_training_flops():
+    for batch in (1, 64, 1024):
+        flops = sum(2 * m * k * n for m, k, n in bench.matmul_shapes(batch))
+        assert flops == bench.SEED_TRAIN_FLOPS * batch == 454_400 * batch
+
+
+def test_first_batches_limits_a_loader():
+    loader = bench.FirstBatches(range(100), 7)
+    assert len(loader) == 7 and list(loader) == list(range(7))
+
+
+@pytest.fixture(scope="module")
+def quick_rows() -> list[dict]:
+    """The output of `python -m helpers.bench --quick`, parsed."""
+    done = subprocess.run(
+        [sys.executable, "-m", "helpers.bench", "--quick", "--device", "cpu"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    return [json.loads(line) for line in lines]  # every line is one JSON object
+
+
+def test_quick_benchmark_prints_every_figure(quick_rows):
+    by_figure: dict[str, list[dict]] = {}
+    for row in quick_rows:
+        by_figure.setdefault(row["figure"], []).append(row)
+    env = by_figure["environment"][0]
+    assert env["device"] == "cpu" and env["quick"] is True
+    assert env["torch"] == torch.__version__ and env["threads"] >= 1
+    paths = {row["path"]: row for row in by_figure["epoch_time"]}
+    assert set(paths) == {
+        "seed pipeline",
+        "fast",
+        "fast, fused Adam",
+        "fast, fused Adam, batch 256",
+        "fast, fused Adam, batch 1024",
+    }
+    assert [row["batch_size"] for row in by_figure["matmul_floor"]] == [64, 256, 1024]
+    assert len(by_figure["speedup"]) == 2
+    assert len(by_figure["distance_from_floor"]) == 5
+    assert len(by_figure["time_to_accuracy"]) == 2
+
+
+def test_quick_benchmark_figures_are_consistent(quick_rows):
+    epochs = {r["path"]: r for r in quick_rows if r["figure"] == "epoch_time"}
+    floors = {r["batch_size"]: r for r in quick_rows if r["figure"] == "matmul_floor"}
+    for row in epochs.values():
+        assert row["median_s"] > 0 and all(t > 0 for t in row["runs_s"])
+        assert 0 < row["train_loss"] < 3 and 0 <= row["test_acc"] <= 100
+    for row in floors.values():
+        assert row["gflops"] > 0 and row["flops_per_sample"] == 454_400
+        expected = 454_400 * 60_000 / (row["gflops"] * 1e9)
+        assert row["floor_s"] == pytest.approx(expected)
+    for row in quick_rows:
+        if row["figure"] == "speedup":
+            seed, path = epochs["seed pipeline"], epochs[row["path"]]
+            assert row["baseline_s"] == seed["median_s"] and row["path_s"] == path["median_s"]
+            assert row["ratio"] == pytest.approx(seed["median_s"] / path["median_s"])
+        elif row["figure"] == "distance_from_floor":
+            epoch_s = epochs[row["path"]]["median_s"]
+            floor_s = floors[row["batch_size"]]["floor_s"]
+            assert row["ratio"] == pytest.approx(epoch_s / floor_s)
+        elif row["figure"] == "time_to_accuracy":
+            assert row["epochs"] >= 1 and 0 <= row["test_acc"] <= 100
+            assert row["reached"] == (row["seconds"] is not None)
+            assert row["seconds"] is None or row["seconds"] > 0
