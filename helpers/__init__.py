@@ -9,6 +9,8 @@ One module per idea, each traceable to the chapter that teaches it:
 - `helpers.models` - the seed's network (chapter 03)
 - `helpers.graph`  - the recorded graph, FLOPs and saved activations (chapter 04)
 - `helpers.backprop` - a backward pass written by hand (chapter 05)
+- `helpers.optimizers` - SGD, momentum and Adam as update rules by hand (chapter 06)
+- `helpers.surfaces` - 2-D loss surfaces and optimizer trajectories (chapter 06)
 - `helpers.training` - the seed's training loop, recipes, checkpoints (chapter 07)
 - `helpers.evaluation` - predictions, confusion matrix, per-class metrics, mistakes (chapter 08)
 - `helpers.fast` - training on tensors held in memory, time to accuracy (chapter 10)
