@@ -13,6 +13,7 @@ One module per idea, each traceable to the chapter that teaches it:
 - `helpers.surfaces` - 2-D loss surfaces and optimizer trajectories (chapter 06)
 - `helpers.training` - the seed's training loop, recipes, checkpoints (chapter 07)
 - `helpers.evaluation` - predictions, confusion matrix, per-class metrics, mistakes (chapter 08)
+- `helpers.experiments` - the seed's suggestions as cached, seeded experiments (chapter 09)
 - `helpers.fast` - training on tensors held in memory, time to accuracy (chapter 10)
 - `helpers.bench` - `python -m helpers.bench`: the seed's pipeline vs the fast path (chapter 10)
 """

@@ -78,3 +78,107 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x).flatten(1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 09: wider, deeper, residual and convolutional variants
+# ---------------------------------------------------------------------------------------------
+
+
+class MLP(nn.Module):
+    """A multilayer perceptron of any width and depth, built like the seed's network.
+
+    Each hidden layer is Linear -> BatchNorm -> ReLU -> Dropout; `hidden=(128, 64)` with
+    `dropout=0.5` is `SimpleNN` layer for layer (the same parameters, in another order).
+    """
+
+    def __init__(
+        self,
+        hidden: tuple[int, ...] = (128, 64),
+        dropout: float = 0.5,
+        input_size: int = 784,
+        num_classes: int = 10,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = input_size
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.BatchNorm1d(h), nn.ReLU(), nn.Dropout(dropout)]
+            width = h
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x.flatten(1)))
+
+
+class ResidualBlock(nn.Module):
+    """x + f(x), with f = Linear -> BatchNorm -> ReLU -> Dropout -> Linear -> BatchNorm.
+
+    The skip connection gives the gradient a path around f: a block starts close to the
+    identity, so stacking many of them does not make the network harder to train.
+    """
+
+    def __init__(self, width: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.f = nn.Sequential(
+            nn.Linear(width, width),
+            nn.BatchNorm1d(width),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(width, width),
+            nn.BatchNorm1d(width),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x + self.f(x))
+
+
+class ResidualMLP(nn.Module):
+    """784 -> width, then `blocks` residual blocks of that width, then the 10 logits."""
+
+    def __init__(
+        self,
+        width: int = 128,
+        blocks: int = 2,
+        dropout: float = 0.1,
+        input_size: int = 784,
+        num_classes: int = 10,
+    ) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Linear(input_size, width), nn.BatchNorm1d(width), nn.ReLU())
+        self.blocks = nn.Sequential(*(ResidualBlock(width, dropout) for _ in range(blocks)))
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x.flatten(1))))
+
+
+class LeNetLike(nn.Module):
+    """A CNN in the spirit of LeNet-5: two convolutions, then two fully connected layers.
+
+    The convolutions are `SmallCNN`'s (5 x 5 stride 2 to c1 x 14 x 14, then 3 x 3 stride 2 to
+    c2 x 7 x 7, each with BatchNorm and ReLU; striding replaces LeNet's pooling, for speed on a
+    CPU); a hidden Linear layer with BatchNorm, ReLU and Dropout comes before the output layer.
+    """
+
+    def __init__(
+        self,
+        channels: tuple[int, int] = (32, 64),
+        hidden: int = 128,
+        dropout: float = 0.3,
+        num_classes: int = 10,
+    ) -> None:
+        super().__init__()
+        c1, c2 = channels
+        self.features = SmallCNN(channels).features
+        self.classifier = nn.Sequential(
+            nn.Linear(c2 * 7 * 7, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).flatten(1))
