@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from helpers import data, training
 from helpers import experiments as ex
 from helpers.models import MLP, LeNetLike, ResidualMLP, SimpleNN, count_parameters
 
@@ -130,6 +131,12 @@ def test_different_configs_get_different_keys():
 def test_validation_split_is_the_book_recipes():
     splits = ex.split_tensors(5000)
     assert len(splits["train"][0]) == 55_000 and len(splits["eval"][0]) == 5_000
+    # the very images chapter 07 held out: same indices as random_split's in recipe_loaders
+    _, val_loader, _ = training.recipe_loaders(training.BOOK_RECIPE)
+    held = torch.tensor(val_loader.dataset.indices)
+    full_images, full_labels = data.mnist_tensors(train=True)
+    assert torch.equal(splits["eval"][1], full_labels[held])
+    assert torch.equal(splits["eval"][0], full_images[held])
     full = ex.split_tensors(0)
     assert len(full["train"][0]) == 60_000 and len(full["eval"][0]) == 10_000
 
