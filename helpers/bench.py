@@ -7,6 +7,9 @@ Everything runs in one process, side by side: after a warm-up, each repetition t
 once, in turn, so a busy machine slows them all alike; the medians are printed. Output is one JSON
 object per line (`figure` says what it holds). Every epoch starts from the same seeded model and
 shuffle, so the paths' losses can be compared as well as their times.
+
+The seed's pipeline is timed twice: "as written", with torch's default thread count (the seed never
+sets one), and with the benchmark's `--threads`, as every other path. Speed-ups are given over both.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import partial
 from itertools import islice
 
 import torch
 from torch import nn
 
 from helpers.data import mnist_loaders, mnist_tensors
-from helpers.fast import TensorLoader, accuracy, time_to_accuracy
+from helpers.fast import TensorLoader, accuracy, time_to_accuracy, use_fast_dropout
 from helpers.models import SimpleNN, SmallCNN
 from helpers.runtime import pick_device
 from helpers.training import train_epoch
@@ -73,24 +77,35 @@ def timed_epoch(
     fused: bool = False,
     max_batches: int | None = None,
     seed: int = 0,
+    *,
+    fast_dropout: bool = False,
+    threads: int | None = None,
 ) -> dict[str, object]:
     """One epoch of the seed's training step with a fresh seeded SimpleNN, Adam 1e-3, clip 1.0.
 
-    Returns the model, the epoch's `seconds` (scaled to a whole epoch if only `max_batches`
-    were run), its mean `train_loss` and `train_acc` (%).
+    `fast_dropout` swaps in `helpers.fast.FastDropout`; `threads` sets torch's CPU threads for
+    this epoch only. Returns the model, the epoch's `seconds` (scaled to a whole epoch if only
+    `max_batches` were run), its mean `train_loss` and `train_acc` (%).
     """
     batches = len(loader)
     if max_batches is not None and max_batches < batches:
         loader = FirstBatches(loader, max_batches)
     torch.manual_seed(seed)
     model = SimpleNN().to(device)
+    if fast_dropout:
+        use_fast_dropout(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused or None)
-    start = time.perf_counter()
-    loss, acc = train_epoch(
-        model, device, loader, optimizer, nn.CrossEntropyLoss(), 1, 1.0, progress=False
-    )
-    synchronize(device)
-    seconds = (time.perf_counter() - start) * batches / len(loader)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(threads or threads_before)
+    try:
+        start = time.perf_counter()
+        loss, acc = train_epoch(
+            model, device, loader, optimizer, nn.CrossEntropyLoss(), 1, 1.0, progress=False
+        )
+        synchronize(device)
+        seconds = (time.perf_counter() - start) * batches / len(loader)
+    finally:
+        torch.set_num_threads(threads_before)
     return {"model": model, "seconds": seconds, "train_loss": loss, "train_acc": acc}
 
 
@@ -157,6 +172,10 @@ def matmul_floor(
     return {"gflops": rate / 1e9, "floor_s": SEED_TRAIN_FLOPS * TRAIN_SIZE / rate}
 
 
+# torch's thread count before `main` changes it: what the seed's code, which never sets it, gets.
+DEFAULT_THREADS = torch.get_num_threads()
+
+
 def environment(device: torch.device, quick: bool, repeats: int) -> dict[str, object]:
     """What the figures were measured on."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
@@ -166,37 +185,66 @@ def environment(device: torch.device, quick: bool, repeats: int) -> dict[str, ob
         "device_name": name,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "default_threads": DEFAULT_THREADS,
         "cpu_count": os.cpu_count(),
         "quick": quick,
         "repeats": repeats,
     }
 
 
+# The paths timed side by side: name -> (batch size, data, fused Adam, fast dropout, threads).
+# "seed" is the seed's DataLoader with its 2 workers, "tensor" the fast path; threads None means
+# the benchmark's --threads. The seed's code never sets a thread count, so "as written" it runs
+# with torch's default (one per core).
+PATHS: dict[str, tuple[int, str, bool, bool, int | None]] = {
+    "seed pipeline as written": (64, "seed", False, False, DEFAULT_THREADS),
+    "seed pipeline": (64, "seed", False, False, None),
+    "fast": (64, "tensor", False, False, None),
+    "fast, fused Adam": (64, "tensor", True, False, None),
+    "fast, fused Adam, fast dropout": (64, "tensor", True, True, None),
+    "fast, fused Adam, batch 1024": (1024, "tensor", True, False, None),
+    "fast, fused Adam, fast dropout, batch 256": (256, "tensor", True, True, None),
+    "fast, fused Adam, fast dropout, batch 1024": (1024, "tensor", True, True, None),
+}
+SEED_PATHS = ("seed pipeline as written", "seed pipeline")
+
+
+FLOOR_BATCHES = (64, 256, 1024)
+
+
 def epoch_figures(
     device: torch.device, repeats: int, max_batches: int | None
-) -> tuple[list[dict], dict[str, dict]]:
-    """Median epoch times of the seed's pipeline and of the fast path, side by side."""
+) -> tuple[list[dict], dict[str, dict], dict[int, dict]]:
+    """Median epoch times of every path and the matmul floors, all timed side by side.
+
+    The floors take their turn in each repetition too, so a path and its floor see the same
+    machine: their ratio is not skewed by a busy spell during one of them. Returns the rows,
+    the rows by path name, and the floors by batch size.
+    """
     images, labels = mnist_tensors(True, device=device)
     test = mnist_tensors(False, device=device)
-    paths = {  # name: (batch size, loader factory, fused Adam)
-        "seed pipeline": (64, lambda b: seed_loader(b, num_workers=2), False),
-        "fast": (64, lambda b: tensor_loader(images, labels, b), False),
-        "fast, fused Adam": (64, lambda b: tensor_loader(images, labels, b), True),
-        "fast, fused Adam, batch 256": (256, lambda b: tensor_loader(images, labels, b), True),
-        "fast, fused Adam, batch 1024": (1024, lambda b: tensor_loader(images, labels, b), True),
-    }
-    fns = {
-        name: (lambda b=b, make=make, fused=fused: timed_epoch(make(b), device, fused, max_batches))
-        for name, (b, make, fused) in paths.items()
-    }
+
+    def epoch(batch: int, data: str, fused: bool, fast_dropout: bool, threads: int | None) -> dict:
+        loader = seed_loader(batch) if data == "seed" else tensor_loader(images, labels, batch)
+        return timed_epoch(
+            loader, device, fused, max_batches, fast_dropout=fast_dropout, threads=threads
+        )
+
+    fns = {name: partial(epoch, *path) for name, path in PATHS.items()}
+    fns |= {f"floor {b}": partial(matmul_floor, b, device, repeats=3) for b in FLOOR_BATCHES}
     results = side_by_side(fns, repeats)
+    floors = {}
+    for b in FLOOR_BATCHES:
+        runs = results.pop(f"floor {b}")
+        floors[b] = {key: statistics.median(r[key] for r in runs) for key in ("gflops", "floor_s")}
     rows, summary = [], {}
     for name, runs in results.items():
         last = runs[-1]
         row = {
             "figure": "epoch_time",
             "path": name,
-            "batch_size": paths[name][0],
+            "batch_size": PATHS[name][0],
+            "threads": PATHS[name][4] or torch.get_num_threads(),
             "median_s": statistics.median(r["seconds"] for r in runs),
             "runs_s": [round(r["seconds"], 4) for r in runs],
             "train_loss": last["train_loss"],
@@ -205,27 +253,29 @@ def epoch_figures(
         }
         rows.append(row)
         summary[name] = row
-    return rows, summary
+    return rows, summary, floors
 
 
 def speed_rows(summary: dict[str, dict], floors: dict[int, dict]) -> list[dict]:
-    """Speed-ups over the seed's pipeline at batch 64, and every path's distance from its floor."""
-    seed = summary["seed pipeline"]
+    """Speed-ups over both seed baselines at batch 64, and every path's distance from its floor."""
     rows = []
-    for name in ("fast", "fast, fused Adam"):
-        rows.append(
-            {
-                "figure": "speedup",
-                "path": name,
-                "baseline": "seed pipeline",
-                "batch_size": 64,
-                "baseline_s": seed["median_s"],
-                "path_s": summary[name]["median_s"],
-                "ratio": seed["median_s"] / summary[name]["median_s"],
-                "train_loss_difference": abs(summary[name]["train_loss"] - seed["train_loss"]),
-                "test_acc_difference": abs(summary[name]["test_acc"] - seed["test_acc"]),
-            }
-        )
+    fast_64 = [name for name, path in PATHS.items() if path[:2] == (64, "tensor")]
+    for baseline in SEED_PATHS:
+        seed = summary[baseline]
+        for name in fast_64:
+            rows.append(
+                {
+                    "figure": "speedup",
+                    "path": name,
+                    "baseline": baseline,
+                    "batch_size": 64,
+                    "baseline_s": seed["median_s"],
+                    "path_s": summary[name]["median_s"],
+                    "ratio": seed["median_s"] / summary[name]["median_s"],
+                    "train_loss_difference": abs(summary[name]["train_loss"] - seed["train_loss"]),
+                    "test_acc_difference": abs(summary[name]["test_acc"] - seed["test_acc"]),
+                }
+            )
     for name, row in summary.items():
         floor = floors[row["batch_size"]]["floor_s"]
         rows.append(
@@ -282,9 +332,8 @@ def run(
     """All the benchmark's figures, one dict at a time."""
     repeats = repeats or (1 if quick else 5)
     yield environment(device, quick, repeats)
-    rows, summary = epoch_figures(device, repeats, max_batches=40 if quick else None)
+    rows, summary, floors = epoch_figures(device, repeats, max_batches=40 if quick else None)
     yield from rows
-    floors = {b: matmul_floor(b, device, repeats=3 if quick else 7) for b in (64, 256, 1024)}
     for b, floor in floors.items():
         yield {
             "figure": "matmul_floor",

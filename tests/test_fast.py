@@ -100,6 +100,76 @@ def test_matmul_shapes_add_up_to_the_seed_networks_training_flops():
         assert flops == bench.SEED_TRAIN_FLOPS * batch == 454_400 * batch
 
 
+def test_fast_dropout_keeps_half_and_scales_by_two():
+    dropout = fast.FastDropout(0.5)
+    x = torch.ones(1000, 1000, requires_grad=True)
+    torch.manual_seed(0)
+    y = dropout(x)
+    assert set(y.unique().tolist()) == {0.0, 2.0}  # dropped, or kept and scaled by 1 / (1 - p)
+    kept = y.detach() != 0
+    assert abs(kept.float().mean().item() - 0.5) < 0.002  # 1e6 coin flips: sd 0.0005
+    # every byte of a random 64-bit word decides one element: each must be a fair coin
+    by_byte = kept.flatten().view(-1, 8).float().mean(0)
+    assert (by_byte - 0.5).abs().max() < 0.005, by_byte
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # the gradient passes where the value does
+    torch.manual_seed(0)
+    assert torch.equal(dropout(x), y)  # the global seed makes it repeatable
+
+
+def test_fast_dropout_is_nn_dropout_where_it_cannot_be_exact():
+    x = torch.randn(64, 128)
+    for p in (0.1, 0.0, 1.0):  # 256 p not a whole number, or nothing to draw
+        torch.manual_seed(1)
+        expected = nn.Dropout(p)(x)
+        torch.manual_seed(1)
+        assert torch.equal(fast.FastDropout(p)(x), expected)
+    quarter = fast.FastDropout(0.25)(torch.ones(400_000))
+    assert abs((quarter == 0).float().mean().item() - 0.25) < 0.004
+    assert torch.equal(quarter.unique(), torch.tensor([0.0, 4 / 3]))  # scaled by 1 / (1 - p)
+    dropout = fast.FastDropout(0.5).eval()
+    assert dropout(x) is x  # evaluation: the identity, as nn.Dropout
+
+
+def test_use_fast_dropout_swaps_modules_and_keeps_the_state_dict():
+    torch.manual_seed(0)
+    model = SimpleNN()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert fast.use_fast_dropout(model) is model
+    assert type(model.dropout) is fast.FastDropout and model.dropout.p == 0.5
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    nested = fast.use_fast_dropout(nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.Dropout(0.25))))
+    assert type(nested[1][0]) is fast.FastDropout and nested[1][0].p == 0.25
+
+
+def test_fast_dropout_trains_like_nn_dropout(subset):
+    (x, y), _ = subset
+    losses = []
+    for swap in (False, True):
+        torch.manual_seed(0)
+        model = fast.use_fast_dropout(SimpleNN()) if swap else SimpleNN()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        loader = fast.TensorLoader(x, y, 64, generator=torch.Generator().manual_seed(0))
+        for _ in range(3):
+            loss, _ = train_epoch(
+                model, torch.device("cpu"), loader, optimizer, nn.CrossEntropyLoss(), 1, 1.0, False
+            )
+        losses.append(loss)
+    assert losses[1] == pytest.approx(losses[0], abs=0.1), losses  # other masks, same learning
+
+
+def test_timed_epoch_applies_its_options_for_one_epoch_only(subset):
+    (x, y), _ = subset
+    before = torch.get_num_threads()
+    loader = bench.tensor_loader(x, y, 64)
+    run = bench.timed_epoch(loader, torch.device("cpu"), True, 3, fast_dropout=True, threads=1)
+    assert torch.get_num_threads() == before
+    assert type(run["model"].dropout) is fast.FastDropout
+    assert run["seconds"] > 0 and 0 < run["train_loss"] < 3
+
+
 def test_first_batches_limits_a_loader():
     loader = bench.FirstBatches(range(100), 7)
     assert len(loader) == 7 and list(loader) == list(range(7))
@@ -127,17 +197,16 @@ def test_quick_benchmark_prints_every_figure(quick_rows):
     env = by_figure["environment"][0]
     assert env["device"] == "cpu" and env["quick"] is True
     assert env["torch"] == torch.__version__ and env["threads"] >= 1
+    assert env["default_threads"] == bench.DEFAULT_THREADS >= 1
     paths = {row["path"]: row for row in by_figure["epoch_time"]}
-    assert set(paths) == {
-        "seed pipeline",
-        "fast",
-        "fast, fused Adam",
-        "fast, fused Adam, batch 256",
-        "fast, fused Adam, batch 1024",
-    }
+    assert list(paths) == list(bench.PATHS)
+    assert {"seed pipeline as written", "seed pipeline", "fast"} <= set(paths)
+    assert paths["seed pipeline as written"]["threads"] == env["default_threads"]
+    assert paths["seed pipeline"]["threads"] == paths["fast"]["threads"] == env["threads"]
     assert [row["batch_size"] for row in by_figure["matmul_floor"]] == [64, 256, 1024]
-    assert len(by_figure["speedup"]) == 2
-    assert len(by_figure["distance_from_floor"]) == 5
+    fast_64 = [p for p, row in paths.items() if row["batch_size"] == 64 and "seed" not in p]
+    assert len(by_figure["speedup"]) == 2 * len(fast_64) == 6  # over both seed baselines
+    assert len(by_figure["distance_from_floor"]) == len(paths)
     assert len(by_figure["time_to_accuracy"]) == 2
 
 
@@ -153,7 +222,7 @@ def test_quick_benchmark_figures_are_consistent(quick_rows):
         assert row["floor_s"] == pytest.approx(expected)
     for row in quick_rows:
         if row["figure"] == "speedup":
-            seed, path = epochs["seed pipeline"], epochs[row["path"]]
+            seed, path = epochs[row["baseline"]], epochs[row["path"]]
             assert row["baseline_s"] == seed["median_s"] and row["path_s"] == path["median_s"]
             assert row["ratio"] == pytest.approx(seed["median_s"] / path["median_s"])
         elif row["figure"] == "distance_from_floor":
