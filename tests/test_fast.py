@@ -170,6 +170,18 @@ def test_timed_epoch_applies_its_options_for_one_epoch_only(subset):
     assert run["seconds"] > 0 and 0 < run["train_loss"] < 3
 
 
+def test_profile_operators_finds_dropouts_masks_in_a_big_batch_step():
+    model, x = SimpleNN().train(), torch.randn(1024, 1, 28, 28)
+    rows = fast.profile_operators(lambda: model(x).sum().backward())
+    names = [row["operator"] for row in rows]
+    assert "aten::bernoulli_" in names[:4], names[:6]  # nn.Dropout's CPU masks: a top cost
+    assert sum(row["share"] for row in rows) == pytest.approx(1.0)
+    assert rows == sorted(rows, key=lambda row: row["self_ms"], reverse=True)
+    fast.use_fast_dropout(model)
+    names = [row["operator"] for row in fast.profile_operators(lambda: model(x).sum())]
+    assert "aten::bernoulli_" not in names and "aten::randint" in names
+
+
 def test_first_batches_limits_a_loader():
     loader = bench.FirstBatches(range(100), 7)
     assert len(loader) == 7 and list(loader) == list(range(7))
