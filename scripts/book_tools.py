@@ -2,6 +2,8 @@
 
 python scripts/book_tools.py execute book/01_data.ipynb ...   # full run, outputs stored
 python scripts/book_tools.py setup-cell                       # print the canonical setup cell
+python scripts/book_tools.py ship-checkpoint                  # ship chapter 07's model
+python scripts/book_tools.py ship-experiments                 # ship chapter 09's results
 """
 
 from __future__ import annotations
@@ -47,27 +49,33 @@ def setup_cell_source() -> str:
     return SETUP_CELL.format(url=repository_url())
 
 
-def execute(path: Path, timeout: int = 3600) -> float:
-    """Run a notebook top to bottom on a fresh kernel, storing outputs and widget state."""
+def run_notebook(nb: nbformat.NotebookNode, folder: Path, timeout: int = 3600) -> float:
+    """Run `nb` top to bottom on a fresh kernel in `folder`, in full mode; the seconds it took."""
     if os.environ.get("MNIST_BOOK_QUICK") == "1":
         raise SystemExit("unset MNIST_BOOK_QUICK: committed outputs come from a full run")
-    nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
         nb,
         timeout=timeout,
         kernel_name="python3",
         store_widget_state=True,
-        resources={"metadata": {"path": str(path.parent)}},
+        resources={"metadata": {"path": str(folder)}},
     )
     start = time.perf_counter()
     client.execute()
+    return time.perf_counter() - start
+
+
+def execute(path: Path, timeout: int = 3600) -> float:
+    """Run a notebook top to bottom on a fresh kernel, storing outputs and widget state."""
+    nb = nbformat.read(path, as_version=4)
+    seconds = run_notebook(nb, path.parent, timeout)
     nb.metadata["kernelspec"] = {
         "display_name": "Python 3",
         "language": "python",
         "name": "python3",
     }
     nbformat.write(nb, path)
-    return time.perf_counter() - start
+    return seconds
 
 
 def ship_checkpoint() -> Path:
@@ -87,6 +95,58 @@ def ship_checkpoint() -> Path:
     return Path(shutil.copy(source, training.SHIPPED_CHECKPOINTS / source.name))
 
 
+RECORD_RESULTS = """\
+import helpers.experiments as _experiments
+
+_used_keys, _run_experiment = [], _experiments.run_experiment
+
+
+def _recording(*args, **kwargs):
+    result = _run_experiment(*args, **kwargs)
+    _used_keys.append(result["key"])
+    return result
+
+
+_experiments.run_experiment = _recording"""
+
+
+def ship_experiments() -> list[str]:
+    """Ship exactly the experiment results chapter 09 uses, from its full run.
+
+    The chapter runs (not saved) with `run_experiment` wrapped to record every result it asks
+    for: those in the cache or already shipped load in seconds, missing ones train. Then the
+    shipped folder is replaced by just those results, so stale ones do not linger.
+    """
+    import json
+    import tempfile
+
+    from helpers import experiments
+
+    nb = nbformat.read(ROOT / "book" / "09_improving.ipynb", as_version=4)
+    with tempfile.TemporaryDirectory() as tmp:
+        record = Path(tmp) / "keys.json"
+        nb.cells.insert(0, nbformat.v4.new_code_cell(RECORD_RESULTS))
+        save = f"open({str(record)!r}, 'w').write(__import__('json').dumps(_used_keys))"
+        nb.cells.append(nbformat.v4.new_code_cell(save))
+        run_notebook(nb, ROOT / "book")
+        keys = sorted(set(json.loads(record.read_text())))
+    results = {}
+    for key in keys:  # read them all before the shipped folder is emptied
+        for folder in (experiments.cache_dir(), experiments.SHIPPED_RESULTS):
+            result = experiments.read_result(folder / f"{key}.json")
+            if result is not None and not result["quick"]:
+                results[key] = result
+                break
+        else:
+            raise SystemExit(f"no full-run result {key}: is MNIST_BOOK_QUICK set in the kernel?")
+    experiments.SHIPPED_RESULTS.mkdir(exist_ok=True)
+    for old in experiments.SHIPPED_RESULTS.glob("*.json"):
+        old.unlink()
+    for key, result in results.items():
+        (experiments.SHIPPED_RESULTS / f"{key}.json").write_text(json.dumps(result, indent=1))
+    return keys
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -96,12 +156,16 @@ def main() -> None:
     run.add_argument("notebooks", nargs="+", type=Path)
     sub.add_parser("setup-cell", help="print the canonical setup cell")
     sub.add_parser("ship-checkpoint", help="ship chapter 07's full-run model with the package")
+    sub.add_parser("ship-experiments", help="ship the results chapter 09's full run uses")
     args = parser.parse_args()
     if args.command == "setup-cell":
         print(setup_cell_source())
         return
     if args.command == "ship-checkpoint":
         print(f"shipped {ship_checkpoint().relative_to(ROOT)}")
+        return
+    if args.command == "ship-experiments":
+        print(f"shipped {len(ship_experiments())} results of chapter 09's full run")
         return
     for path in args.notebooks:
         seconds = execute(path)

@@ -157,3 +157,33 @@ def test_random_search_samples_the_space(tmp_path):
         low, high, _ = ex.SEARCH_SPACE["lr"]
         assert low <= r["hparams"]["lr"] <= high
         assert r["config"]["lr"] == r["hparams"]["lr"]
+
+
+def test_shipped_results_are_used_when_the_cache_has_none(tmp_path, monkeypatch):
+    shipped, cache = tmp_path / "shipped", tmp_path / "cache"
+    first = ex.run_experiment(TINY, quick=False, root=shipped)  # stands in for the book's run
+    monkeypatch.setattr(ex, "SHIPPED_RESULTS", shipped)
+    monkeypatch.setattr(ex, "train", lambda config: pytest.fail("trained a shipped recipe"))
+    loaded = ex.run_experiment(TINY, quick=False, root=cache)
+    assert loaded["cached"] and loaded["history"] == first["history"]
+    assert not (cache / f"{TINY.key()}.json").exists(), "the local cache is left alone"
+
+
+def test_an_unreadable_result_is_trained_again_with_a_warning(tmp_path):
+    path = tmp_path / f"{TINY.key()}.json"
+    for bad in ('{"key": "cut short', '{"key": "0123456789abcdef"}', "[1, 2]"):
+        path.write_text(bad)
+        with pytest.warns(UserWarning, match="ignoring unreadable result"):
+            result = ex.run_experiment(TINY, quick=False, root=tmp_path)
+        assert not result["cached"] and result["key"] == TINY.key()
+        assert ex.read_result(path)["key"] == TINY.key()  # replaced by a good one
+
+
+def test_every_shipped_result_is_a_full_run_stored_under_its_key():
+    paths = sorted(ex.SHIPPED_RESULTS.glob("*.json"))
+    assert len(paths) >= 50, "chapter 09's full run ships its results"
+    for path in paths:
+        result = ex.read_result(path)
+        assert result is not None and not result["quick"]
+        config = ex.Experiment(**result["config"])
+        assert config.key() == path.stem, f"{path.name}: recipe or CACHE_VERSION changed"
