@@ -129,6 +129,8 @@ def test_fast_dropout_is_nn_dropout_where_it_cannot_be_exact():
     assert torch.equal(quarter.unique(), torch.tensor([0.0, 4 / 3]))  # scaled by 1 / (1 - p)
     dropout = fast.FastDropout(0.5).eval()
     assert dropout(x) is x  # evaluation: the identity, as nn.Dropout
+    elsewhere = torch.empty(64, 128, device="meta")  # stands in for a GPU: not drawn on the CPU
+    assert fast.FastDropout(0.5)(elsewhere).device == elsewhere.device
 
 
 def test_use_fast_dropout_swaps_modules_and_keeps_the_state_dict():
