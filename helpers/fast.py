@@ -61,7 +61,7 @@ class FastDropout(nn.Dropout):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Zero each element with probability p and scale the rest by 1 / (1 - p), in training."""
-        threshold = 256 * float(self.p)  # float: p may be given as an int (0 or 1)
+        threshold = 256 * self.p
         if (
             not self.training
             or self.inplace
