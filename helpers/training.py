@@ -254,14 +254,46 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used: unreadable, or made for a different model or recipe."""
 
 
+def rng_states(shuffle: torch.Generator | None = None) -> dict:
+    """The states of every random number generator in use, as plain data and CPU tensors."""
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "shuffle": shuffle.get_state() if shuffle is not None else None,
+        # CUDA's generators exist once CUDA is initialized (by a model or tensor on the GPU).
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+        "mps": torch.mps.get_rng_state() if torch.backends.mps.is_available() else None,
+        "python": random.getstate(),
+        # NumPy's key is an array, which `weights_only` loading refuses: store it as a list.
+        "numpy": (np_state[0], np_state[1].tolist(), *np_state[2:]),
+    }
+
+
+def restore_rng_states(states: dict, shuffle: torch.Generator | None = None) -> None:
+    """Set the generators to `rng_states`'s result; absent states and devices are skipped."""
+    torch.set_rng_state(states["torch"])
+    if shuffle is not None and states.get("shuffle") is not None:
+        shuffle.set_state(states["shuffle"])
+    if states.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"][: torch.cuda.device_count()])
+    if states.get("mps") is not None and torch.backends.mps.is_available():
+        torch.mps.set_rng_state(states["mps"])
+    if states.get("python") is not None:
+        random.setstate(states["python"])
+    if states.get("numpy") is not None:
+        name, key, *rest = states["numpy"]
+        np.random.set_state((name, np.array(key, dtype=np.uint32), *rest))
+
+
 def save_checkpoint(
     run: Run, path: str | os.PathLike, shuffle: torch.Generator | None = None
 ) -> None:
     """Save everything needed to evaluate or resume `run`, atomically.
 
     Besides the model, optimizer and scheduler (the seed saved its optimizer from outside the
-    function that owned it, which fails), this keeps the random number generators' states, so a
-    resumed run draws the same shuffles and Dropout masks as an uninterrupted one.
+    function that owned it, which fails), this keeps the states of every random number generator
+    in use (`rng_states`), so a resumed run draws the same shuffles and Dropout masks as an
+    uninterrupted one, on the CPU, a CUDA GPU or Apple's MPS.
     """
     state = {
         "format": CHECKPOINT_FORMAT,
@@ -272,10 +304,7 @@ def save_checkpoint(
         "optimizer_state": run.optimizer.state_dict(),
         "scheduler_state": run.scheduler.state_dict(),
         "history": run.history,
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "shuffle": shuffle.get_state() if shuffle is not None else None,
-        },
+        "rng": rng_states(shuffle),
     }
     buffer = io.BytesIO()
     torch.save(state, buffer)
@@ -310,7 +339,12 @@ def load_checkpoint(
     device: torch.device | None = None,
     shuffle: torch.Generator | None = None,
 ) -> Run:
-    """Rebuild a `Run` from a checkpoint, ready to evaluate or to resume with `train_model`."""
+    """Rebuild a `Run` from a checkpoint, ready to evaluate or to resume with `train_model`.
+
+    The random number generators are restored too, those of devices this machine lacks excepted: a
+    checkpoint saved on a CUDA GPU loads on a CPU-only machine (the resumed run then draws its
+    Dropout masks from the CPU generator, so it is no longer identical to the original run).
+    """
     state = read_checkpoint(path)
     recipe = Recipe(**state["recipe"])
     run = new_run(recipe, device)
@@ -325,9 +359,7 @@ def load_checkpoint(
     run.scheduler.load_state_dict(state["scheduler_state"])
     run.history = state["history"]
     run.best_state = state["best_state"]
-    torch.set_rng_state(state["rng"]["torch"])
-    if shuffle is not None and state["rng"]["shuffle"] is not None:
-        shuffle.set_state(state["rng"]["shuffle"])
+    restore_rng_states(state["rng"], shuffle)
     return run
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -141,6 +143,103 @@ def test_training_is_reproducible_and_resuming_gives_the_same_history(tmp_path):
     for name, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[name]), name
     assert straight.history["learning_rates"] == [1e-3, 5e-4]
+
+
+def draws(shuffle: torch.Generator) -> list:
+    """One number from each generator a run draws from on the CPU."""
+    return [
+        random.random(),
+        float(np.random.rand()),
+        torch.rand(3).tolist(),
+        torch.randint(10**9, (1,), generator=shuffle).item(),
+    ]
+
+
+def test_loading_restores_the_cpu_shuffle_python_and_numpy_generators(tmp_path):
+    path, shuffle = tmp_path / "ckpt.pt", torch.Generator().manual_seed(7)
+    training.save_checkpoint(training.new_run(SMALL, torch.device("cpu")), path, shuffle)
+    expected = draws(shuffle)
+    runtime.seed_everything(1234)
+    shuffle.manual_seed(99)
+    training.load_checkpoint(path, torch.device("cpu"), shuffle=shuffle)
+    assert draws(shuffle) == expected
+    rng = torch.load(path, weights_only=True)["rng"]
+    assert {"torch", "shuffle", "cuda", "mps", "python", "numpy"} <= set(rng)
+
+
+CUDA_STATES = [torch.full((16,), 1, dtype=torch.uint8), torch.full((16,), 2, dtype=torch.uint8)]
+MPS_STATE = torch.full((8,), 3, dtype=torch.uint8)
+
+
+def save_on_a_fake_gpu(monkeypatch, path):
+    """Save a checkpoint as a machine with two CUDA GPUs and MPS would (CUDA in use)."""
+    with monkeypatch.context() as m:
+        m.setattr(torch.cuda, "is_initialized", lambda: True)
+        m.setattr(torch.cuda, "get_rng_state_all", lambda: [s.clone() for s in CUDA_STATES])
+        m.setattr(torch.backends.mps, "is_available", lambda: True)
+        m.setattr(torch.mps, "get_rng_state", lambda *a, **k: MPS_STATE.clone())
+        training.save_checkpoint(training.new_run(SMALL, torch.device("cpu")), path)
+
+
+@pytest.mark.parametrize("gpus", [2, 1])
+def test_cuda_and_mps_generators_are_saved_and_restored(tmp_path, monkeypatch, gpus):
+    path = tmp_path / "ckpt.pt"
+    save_on_a_fake_gpu(monkeypatch, path)
+    rng = torch.load(path, weights_only=True)["rng"]
+    assert all(map(torch.equal, rng["cuda"], CUDA_STATES)) and len(rng["cuda"]) == 2
+    assert torch.equal(rng["mps"], MPS_STATE)
+
+    restored = {}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda s: restored.update(cuda=list(s)))
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    monkeypatch.setattr(torch.mps, "set_rng_state", lambda s, *a, **k: restored.update(mps=s))
+    training.load_checkpoint(path, torch.device("cpu"))
+    # A machine with fewer GPUs restores the ones it has; states are CPU byte tensors, as the
+    # generators' setters require, whatever device the model is loaded onto.
+    assert len(restored["cuda"]) == gpus
+    assert all(map(torch.equal, restored["cuda"], CUDA_STATES[:gpus]))
+    assert torch.equal(restored["mps"], MPS_STATE)
+    for state in [*restored["cuda"], restored["mps"]]:
+        assert state.device.type == "cpu" and state.dtype == torch.uint8
+
+
+def test_a_checkpoint_from_a_gpu_loads_on_a_cpu_only_machine(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.pt"
+    save_on_a_fake_gpu(monkeypatch, path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda s: pytest.fail("set CUDA state"))
+    monkeypatch.setattr(torch.mps, "set_rng_state", lambda *a, **k: pytest.fail("set MPS state"))
+    expected = torch.load(path, weights_only=True)
+    run = training.load_checkpoint(path, torch.device("cpu"))
+    assert torch.equal(torch.get_rng_state(), expected["rng"]["torch"])
+    for name, value in expected["model_state"].items():
+        assert torch.equal(run.model.state_dict()[name], value), name
+
+
+def test_an_old_checkpoint_without_the_newer_generators_still_loads(tmp_path):
+    path, shuffle = tmp_path / "old.pt", torch.Generator().manual_seed(7)
+    training.save_checkpoint(training.new_run(SMALL, torch.device("cpu")), path, shuffle)
+    state = torch.load(path, weights_only=True)
+    # The generators format 1 kept before CUDA, MPS, Python and NumPy were added.
+    state["rng"] = {key: state["rng"][key] for key in ("torch", "shuffle")}
+    torch.save(state, path)
+    expected = torch.rand(3), torch.randint(10**9, (1,), generator=shuffle)
+    shuffle.manual_seed(99)
+    run = training.load_checkpoint(path, torch.device("cpu"), shuffle=shuffle)
+    assert run.epoch == 0
+    assert torch.equal(torch.rand(3), expected[0])
+    assert torch.equal(torch.randint(10**9, (1,), generator=shuffle), expected[1])
+
+
+def test_the_shipped_checkpoint_loads():
+    path = training.SHIPPED_CHECKPOINTS / training.checkpoint_path(training.BOOK_RECIPE).name
+    if not path.is_file():
+        pytest.skip("no shipped checkpoint")
+    run = training.load_checkpoint(path, torch.device("cpu"))
+    assert run.epoch == training.BOOK_RECIPE.epochs
 
 
 def test_checkpoint_round_trip_loads_with_weights_only(tmp_path, loaders):
