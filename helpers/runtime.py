@@ -1,4 +1,4 @@
-"""What every chapter does first: seed, pick a device, say which (the setup cell)."""
+"""What every chapter does first: seed, pick a device, choose threads, say which (the setup cell)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import numpy as np
 import torch
 
 QUICK_ENV_VAR = "MNIST_BOOK_QUICK"
+THREADS_ENV_VAR = "MNIST_BOOK_THREADS"
+MAX_THREADS = 8  # the book's models are small: past this, more threads only add overhead
 
 
 def is_quick() -> bool:
@@ -33,14 +35,42 @@ def pick_device() -> torch.device:
     return torch.device("cpu")
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (a container's or Colab's share, not the host's)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def book_threads(cores: int | None = None) -> int:
+    """The book's torch thread count: `$MNIST_BOOK_THREADS`, else one core fewer than there are.
+
+    Why one fewer: torch's default uses every core, and when another process holds one of them
+    each step waits for the slowest thread; on 2 cores that made steps 10-60x slower. Leaving a
+    core free costs little on these small models and cannot collapse.
+    """
+    env = os.environ.get(THREADS_ENV_VAR, "")
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"{THREADS_ENV_VAR}={env!r}: set it to a whole number of threads >= 1")
+        return int(env)
+    cores = available_cores() if cores is None else cores
+    return max(1, min(MAX_THREADS, cores - 1))
+
+
 def in_colab() -> bool:
     """True inside Google Colab, where a GPU is one menu away."""
     return "COLAB_RELEASE_TAG" in os.environ or "COLAB_GPU" in os.environ
 
 
-def setup(seed: int = 0) -> torch.device:
-    """Seed everything, pick the device and print it; returns the device."""
+def setup(seed: int = 0, threads: int | None = None) -> torch.device:
+    """Seed everything, set the thread count once, pick the device and print it; returns it.
+
+    `threads` overrides `book_threads()`. Every chapter calls this first, so the thread policy
+    is decided here and nowhere else.
+    """
     seed_everything(seed)
+    torch.set_num_threads(threads or book_threads())
     device = pick_device()
     print(f"Device: {device.type}")
     if device.type == "cpu":
