@@ -21,4 +21,4 @@ One module per idea, each traceable to the chapter that teaches it:
 from helpers.runtime import is_quick, pick_device, seed_everything, setup
 
 __all__ = ["is_quick", "pick_device", "seed_everything", "setup"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

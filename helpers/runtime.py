@@ -1,4 +1,4 @@
-"""What every chapter does first: seed, pick a device, choose threads, say which (the setup cell)."""
+"""What every chapter does first (the setup cell): seed, threads, device, and say which."""
 
 from __future__ import annotations
 

@@ -2,6 +2,8 @@
 
 python scripts/book_tools.py execute book/01_data.ipynb ...   # full run, outputs stored
 python scripts/book_tools.py setup-cell                       # print the canonical setup cell
+python scripts/book_tools.py sync-setup-cell                  # write it into every chapter
+python scripts/book_tools.py version                          # print the book's version
 python scripts/book_tools.py ship-checkpoint                  # ship chapter 07's model
 python scripts/book_tools.py ship-experiments                 # ship chapter 09's results
 """
@@ -20,19 +22,27 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Reuses the book's helpers if installed at the chapter's version (a clone: `pip install -e .`),
+# else installs that version from its tag (Colab). Another module named `helpers` (a reader's
+# helpers.py in the notebook's folder) is refused, by file name, rather than used.
 SETUP_CELL = """\
-# Setup, the same in every chapter. On Colab, it first installs the book's helpers.
-import importlib.util
+# Setup, the same in every chapter. It needs the book's helpers at this chapter's version: a
+# clone of the book has them (`pip install -e .`); elsewhere, as on Colab, it installs them.
+import importlib
 import subprocess
 import sys
+from importlib.metadata import distributions
 
-if importlib.util.find_spec("helpers") is None:
-    BOOK_REPO = "git+{url}"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", BOOK_REPO], check=True)
+VERSION = "{version}"
+if VERSION not in [d.version for d in distributions(name="mnist-book-helpers")]:
+    url = "git+{url}@v" + VERSION
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", url], check=True)
     importlib.invalidate_caches()
-
 import helpers
 
+if getattr(helpers, "__version__", None) != VERSION:  # another helpers, e.g. your own helpers.py
+    where = helpers.__file__ or helpers.__path__[0]
+    raise ImportError(f"{{where}} is not the book's helpers {{VERSION}}: rename it, then restart")
 device = helpers.setup()"""
 
 
@@ -44,9 +54,36 @@ def repository_url() -> str:
     return match.group(1)
 
 
+def book_version() -> str:
+    """The book's version, from `_config.yml`: its helpers' too, and their tag is `v<version>`."""
+    match = re.search(
+        r"^version:\s*[\"']?([\w.+-]+)[\"']?\s*$", (ROOT / "_config.yml").read_text(), re.M
+    )
+    if not match:
+        raise SystemExit("_config.yml has no version")
+    return match.group(1)
+
+
 def setup_cell_source() -> str:
     """The setup cell every chapter must start with."""
-    return SETUP_CELL.format(url=repository_url())
+    return SETUP_CELL.format(url=repository_url(), version=book_version())
+
+
+def sync_setup_cell(folder: Path = ROOT / "book") -> list[Path]:
+    """Make every chapter's first code cell the canonical setup cell; return the chapters changed.
+
+    Only that cell's source changes: its outputs, execution count, metadata and id are kept, and
+    the file is written as `execute` writes it, so the diff is just those lines.
+    """
+    source, changed = setup_cell_source(), []
+    for path in sorted(folder.glob("[0-9][0-9]_*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        cell = next(c for c in nb.cells if c.cell_type == "code")
+        if cell.source != source:
+            cell.source = source
+            nbformat.write(nb, path)
+            changed.append(path)
+    return changed
 
 
 def run_notebook(nb: nbformat.NotebookNode, folder: Path, timeout: int = 3600) -> float:
@@ -155,11 +192,21 @@ def main() -> None:
     run = sub.add_parser("execute", help="run notebooks and store their outputs")
     run.add_argument("notebooks", nargs="+", type=Path)
     sub.add_parser("setup-cell", help="print the canonical setup cell")
+    sync = sub.add_parser("sync-setup-cell", help="write the setup cell into every chapter")
+    sync.add_argument("folder", nargs="?", type=Path, default=ROOT / "book", help=argparse.SUPPRESS)
+    sub.add_parser("version", help="print the book's version (tag v<version>)")
     sub.add_parser("ship-checkpoint", help="ship chapter 07's full-run model with the package")
     sub.add_parser("ship-experiments", help="ship the results chapter 09's full run uses")
     args = parser.parse_args()
     if args.command == "setup-cell":
         print(setup_cell_source())
+        return
+    if args.command == "sync-setup-cell":
+        changed = sync_setup_cell(args.folder)
+        print(f"setup cell written into {len(changed)} chapter(s)", *changed, sep="\n")
+        return
+    if args.command == "version":
+        print(book_version())
         return
     if args.command == "ship-checkpoint":
         print(f"shipped {ship_checkpoint().relative_to(ROOT)}")

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
+
+import helpers
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from book_tools import setup_cell_source  # noqa: E402
+from book_tools import book_version, repository_url, setup_cell_source, sync_setup_cell  # noqa: E402
 
 CHAPTERS = sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
 CJK = re.compile(r"[\u3400-\u9fff\uff00-\uffef]")
@@ -57,6 +62,88 @@ def test_chapter_opens_with_title_and_the_shared_setup_cell(path):
     assert cells[0]["cell_type"] == "markdown" and cell_text(cells[0]).startswith("# ")
     assert "You will learn" in cell_text(cells[0])
     assert cell_text(code_cells(path)[0]) == setup_cell_source()
+
+
+def test_setup_cell_pins_the_book_version_that_helpers_and_pyproject_carry():
+    pyproject = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)
+    assert pyproject.group(1) == helpers.__version__ == book_version()
+    cell = setup_cell_source()
+    assert f'VERSION = "{book_version()}"' in cell
+    assert f'url = "git+{repository_url()}@v" + VERSION' in cell
+    assert cell.endswith("\ndevice = helpers.setup()")
+
+
+# Run the setup cell in a fresh Python, in `folder`, with pip installs refused.
+NO_PIP = """\
+import subprocess
+def refuse(*args, **kwargs):
+    raise SystemExit(f"the setup cell tried to run {args[0]}")
+subprocess.run = refuse
+"""
+
+
+def run_setup_cell(folder: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run(
+        [sys.executable, "-c", NO_PIP + setup_cell_source()],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_setup_cell_uses_the_installed_helpers_without_pip():
+    done = run_setup_cell(ROOT / "book")
+    assert done.returncode == 0, (
+        done.stderr[-2000:] + "\n(after a version bump, run `pip install -e .` again)"
+    )
+    assert "Device:" in done.stdout
+
+
+@pytest.mark.parametrize("shadow", ["helpers.py", "helpers/notes.py"])
+def test_setup_cell_refuses_a_reader_s_own_helpers(tmp_path, shadow):
+    (tmp_path / shadow).parent.mkdir(exist_ok=True)
+    (tmp_path / shadow).write_text("def tidy(x):\n    return x\n")
+    done = run_setup_cell(tmp_path)
+    assert done.returncode != 0
+    found = tmp_path / shadow if shadow == "helpers.py" else tmp_path / "helpers"
+    message = f"ImportError: {found} is not the book's helpers {book_version()}: rename it"
+    assert message in done.stderr, done.stderr[-2000:]
+
+
+def test_sync_setup_cell_rewrites_only_the_setup_cell_source(tmp_path):
+    chapters = CHAPTERS[:2]
+    for path in chapters:
+        nb = nbformat.read(path, as_version=4)
+        next(c for c in nb.cells if c.cell_type == "code").source = "# an old setup cell\nimport os"
+        nbformat.write(nb, tmp_path / path.name)
+    stale = {p.name: (tmp_path / p.name).read_text() for p in chapters}
+    (tmp_path / "notes.ipynb").write_text("not a chapter, left alone")
+
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "book_tools.py"), "sync-setup-cell", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "written into 2 chapter(s)" in done.stdout
+    assert (tmp_path / "notes.ipynb").read_text() == "not a chapter, left alone"
+    for path in chapters:
+        before, after = json.loads(stale[path.name]), json.loads((tmp_path / path.name).read_text())
+        index = next(i for i, c in enumerate(after["cells"]) if c["cell_type"] == "code")
+        assert cell_text(after["cells"][index]) == setup_cell_source()
+        before["cells"][index]["source"] = after["cells"][index]["source"]
+        assert after == before, "outputs, counts, ids and metadata are kept"
+        text = (tmp_path / path.name).read_text()
+        lines = difflib.ndiff(stale[path.name].splitlines(), text.splitlines())
+        changed = [line[2:] for line in lines if line[:2] in ("- ", "+ ")]
+        assert changed and all(line.startswith('    "') for line in changed), "only source lines"
+    written = {p.name: (tmp_path / p.name).stat().st_mtime_ns for p in chapters}
+    assert sync_setup_cell(tmp_path) == []
+    assert {p.name: (tmp_path / p.name).stat().st_mtime_ns for p in chapters} == written
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
