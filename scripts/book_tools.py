@@ -4,6 +4,7 @@ python scripts/book_tools.py execute book/01_data.ipynb ...   # full run, output
 python scripts/book_tools.py setup-cell                       # print the canonical setup cell
 python scripts/book_tools.py sync-setup-cell                  # write it into every chapter
 python scripts/book_tools.py version                          # print the book's version
+python scripts/book_tools.py refresh-sources                  # re-print helper source listings
 python scripts/book_tools.py ship-checkpoint                  # ship chapter 07's model
 python scripts/book_tools.py ship-experiments                 # ship chapter 09's results
 """
@@ -83,6 +84,75 @@ def sync_setup_cell(folder: Path = ROOT / "book") -> list[Path]:
             cell.source = source
             nbformat.write(nb, path)
             changed.append(path)
+    return changed
+
+
+SOURCE_LINE = re.compile(r"^print\(inspect\.getsource\(([\w.]+)\)\)$")
+IMPORT_LINE = re.compile(r"^(import|from) [\w.]+ ?")
+
+
+def _import_lines(nb: nbformat.NotebookNode) -> str:
+    """The chapter's top-level one-line imports: enough to name what its source cells print."""
+    lines = []
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            lines += [
+                line
+                for line in cell.source.splitlines()
+                if IMPORT_LINE.match(line) and not line.rstrip().endswith("(")
+            ]
+    return "\n".join(lines)
+
+
+def displayed_sources(nb: nbformat.NotebookNode) -> list[tuple[int, bool, str, str]]:
+    """(cell index, only_sources, shown, current) for every cell that opens by printing source.
+
+    Such a cell starts (after its imports) with `print(inspect.getsource(...))` lines. `current`
+    is what they print from the code as it is now, `shown` as much of the cell's stored output,
+    and `only_sources` says whether the cell does nothing else (so its output can be refreshed
+    without running the chapter).
+    """
+    import inspect
+
+    namespace: dict = {}
+    exec(_import_lines(nb), namespace)  # the chapter's own import lines
+    found = []
+    for index, cell in enumerate(nb.cells):
+        code = cell.source if cell.cell_type == "code" else ""
+        lines = [line.strip() for line in code.splitlines() if line.strip()]
+        imports = [line for line in lines if IMPORT_LINE.match(line)]
+        names = []
+        for line in lines[len(imports) if lines[: len(imports)] == imports else 0 :]:
+            match = SOURCE_LINE.match(line)
+            if not match:
+                break
+            names.append(match[1])
+        if names:
+            current = "".join(inspect.getsource(eval(name, namespace)) + "\n" for name in names)
+            stdout = "".join(o.get("text", "") for o in cell.outputs if o.get("name") == "stdout")
+            only_sources = len(imports) + len(names) == len(lines)
+            found.append((index, only_sources, stdout[: len(current)], current))
+    return found
+
+
+def refresh_sources(path: Path) -> int:
+    """Re-print the helper source a chapter shows, from the current code; return cells changed.
+
+    Improving a helper (even its docstring) then costs seconds, not a re-run of the chapter.
+    A cell that prints source and then computes more cannot be refreshed alone: that chapter
+    must be executed again, and this says so.
+    """
+    nb = nbformat.read(path, as_version=4)
+    changed = 0
+    for index, only_sources, shown, current in displayed_sources(nb):
+        if shown == current:
+            continue
+        if not only_sources:
+            raise SystemExit(f"{path.name} cell {index} shows old source and does more: execute it")
+        nb.cells[index].outputs = [nbformat.v4.new_output("stream", name="stdout", text=current)]
+        changed += 1
+    if changed:
+        nbformat.write(nb, path)
     return changed
 
 
@@ -195,6 +265,7 @@ def main() -> None:
     sync = sub.add_parser("sync-setup-cell", help="write the setup cell into every chapter")
     sync.add_argument("folder", nargs="?", type=Path, default=ROOT / "book", help=argparse.SUPPRESS)
     sub.add_parser("version", help="print the book's version (tag v<version>)")
+    sub.add_parser("refresh-sources", help="re-print the helper source the chapters show")
     sub.add_parser("ship-checkpoint", help="ship chapter 07's full-run model with the package")
     sub.add_parser("ship-experiments", help="ship the results chapter 09's full run uses")
     args = parser.parse_args()
@@ -207,6 +278,10 @@ def main() -> None:
         return
     if args.command == "version":
         print(book_version())
+        return
+    if args.command == "refresh-sources":
+        for path in sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb")):
+            print(f"{path.name}: {refresh_sources(path)} source cell(s) refreshed")
         return
     if args.command == "ship-checkpoint":
         print(f"shipped {ship_checkpoint().relative_to(ROOT)}")

@@ -19,7 +19,13 @@ import helpers
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from book_tools import book_version, repository_url, setup_cell_source, sync_setup_cell  # noqa: E402
+from book_tools import (  # noqa: E402
+    book_version,
+    displayed_sources,
+    repository_url,
+    setup_cell_source,
+    sync_setup_cell,
+)
 
 CHAPTERS = sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
 CJK = re.compile(r"[\u3400-\u9fff\uff00-\uffef]")
@@ -216,3 +222,14 @@ def test_every_chapter_page_shows_its_figures(built_book, path):
     assert len(images) == figures
     for src in images:
         assert (page.parent / src).resolve().is_file(), src
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_displayed_helper_source_is_the_current_code(path):
+    import nbformat
+
+    shown = displayed_sources(nbformat.read(path, as_version=4))
+    stale = [index for index, _, old, new in shown if old != new]
+    assert not stale, (
+        f"cells {stale} show old helper source: python scripts/book_tools.py refresh-sources"
+    )
