@@ -384,6 +384,21 @@ def checkpoint_path(recipe: Recipe, root: str | os.PathLike | None = None) -> Pa
     return root / "checkpoints" / f"{recipe.model}-{recipe.key()}.pt"
 
 
+def shipped_checkpoint(recipe: Recipe) -> Path:
+    """The checkpoint of `recipe` that ships with the book (from its full run of chapter 07).
+
+    Chapter 08 evaluates this one by default, so its numbers are the book's on every machine,
+    whatever a reader trained locally.
+    """
+    path = SHIPPED_CHECKPOINTS / checkpoint_path(recipe).name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"The book ships no checkpoint {path.name} for this recipe: load_or_train(recipe) "
+            "trains it (maintainers: run chapter 07 in full, then book_tools ship-checkpoint)."
+        )
+    return path
+
+
 def find_checkpoint(recipe: Recipe) -> Path | None:
     """A checkpoint of `recipe`: one trained on this machine, else one shipped with the book."""
     for path in (checkpoint_path(recipe), SHIPPED_CHECKPOINTS / checkpoint_path(recipe).name):

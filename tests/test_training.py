@@ -345,3 +345,13 @@ def test_unusable_checkpoint_warns_and_trains_again(tmp_path, monkeypatch):
         run, _ = training.load_or_train(recipe, torch.device("cpu"), progress=False)
     assert run.epoch == 1
     assert training.read_checkpoint(tmp_path / "bad.pt")["epoch"] == 1  # replaced by a good one
+
+
+def test_shipped_checkpoint_is_the_book_model_and_says_when_there_is_none():
+    path = training.shipped_checkpoint(training.BOOK_RECIPE)
+    assert path.parent == training.SHIPPED_CHECKPOINTS
+    state = training.read_checkpoint(path)
+    assert training.Recipe(**state["recipe"]) == training.BOOK_RECIPE
+    assert state["epoch"] == training.BOOK_RECIPE.epochs
+    with pytest.raises(FileNotFoundError, match="ships no checkpoint"):
+        training.shipped_checkpoint(training.Recipe(epochs=1))
