@@ -233,3 +233,20 @@ def test_displayed_helper_source_is_the_current_code(path):
     assert not stale, (
         f"cells {stale} show old helper source: python scripts/book_tools.py refresh-sources"
     )
+
+
+def test_setup_output_compares_equal_on_any_device():
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(ROOT / "tests" / "sanitize.cfg")
+
+    def sanitized(text: str) -> str:
+        for section in config.sections():
+            text = re.sub(config[section]["regex"], config[section]["replace"], text)
+        return text
+
+    cpu = "Device: cpu\nNo GPU found: every chapter runs on the CPU (on Colab, pick a GPU).\n"
+    colab_cpu = "Device: cpu\nTip: Runtime > Change runtime type > T4 GPU makes training faster.\n"
+    assert sanitized(cpu) == sanitized("Device: cuda\n") == sanitized("Device: mps\n")
+    assert sanitized(colab_cpu) == sanitized(cpu) != sanitized("Devices: cuda\n")
