@@ -433,9 +433,9 @@ def mnist_loaders(
 ) -> tuple[DataLoader, DataLoader]:
     """The seed's DataLoaders: shuffled training batches, ordered test batches.
 
-    `num_workers=0` by default (the seed used 2): worker processes cost more than they save on
-    a 2-core machine, and in notebooks they can fail under the `spawn` start method that macOS
-    and Windows use. Chapter 10 measures this.
+    `num_workers=0` by default (the seed used 2): on a 2-core machine workers share the cores with
+    training and gain far less than holding the data in memory (chapter 10 measures both), and in
+    notebooks they can fail under the `spawn` start method that macOS and Windows use.
     """
     train, test = mnist_datasets(root)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None

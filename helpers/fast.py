@@ -52,11 +52,11 @@ class FastDropout(nn.Dropout):
     """nn.Dropout that spends one random 64-bit number on eight elements, not one on each.
 
     On a CPU, nn.Dropout draws its mask with `bernoulli_`, one random number per element (about
-    16 ns each on this book's machine): at batch 1024 the seed network's two masks take a third of
-    a training step (chapter 10). Here each random *byte* decides one element, kept when it is at
-    least 256 p: exactly probability 1 - p whenever 256 p is a whole number (p = 0.5, 0.25, ...).
-    Any other p, in-place dropout and other devices (a GPU's dropout is already one fused kernel)
-    fall back to nn.Dropout unchanged.
+    16 ns each on this book's machine): at batch 1024 the seed network's two masks take about a
+    quarter of a training step (chapter 10). Here each random *byte* decides one element, kept
+    when it is at least 256 p: exactly probability 1 - p whenever 256 p is a whole number (p =
+    0.5, 0.25, ...). Any other p, in-place dropout and other devices (a GPU's dropout is already
+    one fused kernel) fall back to nn.Dropout unchanged.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
