@@ -183,14 +183,6 @@ def test_code_and_outputs_are_in_english(path):
         assert not CJK.search(cell_text(cell) + output_text(cell)), cell_text(cell)[:80]
 
 
-@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
-def test_ignored_outputs_are_followed_by_a_check(path):
-    cells = code_cells(path)
-    for cell, after in zip(cells, cells[1:] + [None], strict=True):
-        if cell_text(cell).startswith("# NBVAL_IGNORE_OUTPUT"):
-            assert after is not None and "assert" in cell_text(after), cell_text(cell)[:80]
-
-
 @pytest.fixture(scope="module")
 def built_book(tmp_path_factory) -> Path:
     """The HTML book, built once with warnings as errors."""
