@@ -401,10 +401,12 @@ def shipped_checkpoint(recipe: Recipe) -> Path:
 
 def find_checkpoint(recipe: Recipe) -> Path | None:
     """A checkpoint of `recipe`: one trained on this machine, else one shipped with the book."""
-    for path in (checkpoint_path(recipe), SHIPPED_CHECKPOINTS / checkpoint_path(recipe).name):
-        if path.is_file():
-            return path
-    return None
+    if checkpoint_path(recipe).is_file():
+        return checkpoint_path(recipe)
+    try:
+        return shipped_checkpoint(recipe)
+    except FileNotFoundError:
+        return None
 
 
 def load_or_train(
