@@ -2,23 +2,58 @@
 
 One module per idea, each traceable to the chapter that teaches it:
 
-- `helpers.runtime` - the setup cell every chapter opens with (seed, device, quick mode)
-- `helpers.idx`    - the IDX file format, by hand (chapter 01)
-- `helpers.data`   - MNIST on disk, verified; datasets and loaders (chapter 01)
-- `helpers.plots`  - the pictures of the data (chapter 02), of training and evaluation (07, 08)
-- `helpers.models` - the seed's network (chapter 03)
-- `helpers.graph`  - the recorded graph, FLOPs and saved activations (chapter 04)
+- `helpers.runtime` - the setup cell every chapter opens with (seed, threads, device, quick mode)
+- `helpers.idx` - the IDX file format, by hand (chapter 01)
+- `helpers.data` - MNIST on disk, verified; datasets, loaders, tensors, the validation split (01)
+- `helpers.plots` - the pictures of the data (chapter 02), of training and evaluation (07, 08)
+- `helpers.models` - the seed's network (chapter 03), the later ones, and `MODELS`, their registry
+- `helpers.graph` - the recorded graph, FLOPs and saved activations (chapter 04)
 - `helpers.backprop` - a backward pass written by hand (chapter 05)
 - `helpers.optimizers` - SGD, momentum and Adam as update rules by hand (chapter 06)
 - `helpers.surfaces` - 2-D loss surfaces and optimizer trajectories (chapter 06)
-- `helpers.training` - the seed's training loop, recipes, checkpoints (chapter 07)
+- `helpers.recipe` - `Recipe`, the one settings type of every training run; what it builds (07)
+- `helpers.training` - the seed's training loop, checkpoints, exact resume (chapter 07)
 - `helpers.evaluation` - predictions, confusion matrix, per-class metrics, mistakes (chapter 08)
+- `helpers.augment` - augmentation on whole batches in memory (chapter 09)
+- `helpers.loop` - `fit`, the in-memory training loop of chapters 09 and 10 and the benchmark
+- `helpers.provenance` - what made a result: a hash of the training code, the versions (09)
 - `helpers.experiments` - the seed's suggestions as cached, seeded experiments (chapter 09)
-- `helpers.fast` - training on tensors held in memory, time to accuracy (chapter 10)
+- `helpers.fast` - the fast path's pieces: tensors as a loader, cheap Dropout, profiling (10)
 - `helpers.bench` - `python -m helpers.bench`: the seed's pipeline vs the fast path (chapter 10)
+
+Where new code goes. A new model: a class in `models` and an entry in `models.MODELS`, then any
+`Recipe` can name it. A new training option (an optimizer, a schedule, a regularizer): a `Recipe`
+field and its case in `recipe.build_*` or in `loop.fit`, never a new loop. A new chapter's own
+idea: a new module named for it, importing only what it or an earlier chapter teaches. Paths,
+quick mode and thread counts are passed in by the caller (the setup cell decides them once), not
+read from the environment deep inside. A trained result that a chapter ships goes in `shipped/`
+through `scripts/book_tools.py`, which records it in `shipped/manifest.json`.
 """
 
 from helpers.runtime import is_quick, pick_device, seed_everything, setup
 
-__all__ = ["is_quick", "pick_device", "seed_everything", "setup"]
+# The chapter that teaches each module (0: the setup cell every chapter runs). A chapter imports
+# only modules taught in it or before it; tests/test_book.py checks.
+TAUGHT_IN = {
+    "runtime": 0,
+    "idx": 1,
+    "data": 1,
+    "plots": 2,
+    "models": 3,
+    "graph": 4,
+    "backprop": 5,
+    "optimizers": 6,
+    "surfaces": 6,
+    "recipe": 7,
+    "training": 7,
+    "evaluation": 8,
+    "augment": 9,
+    "loop": 9,
+    "provenance": 9,
+    "experiments": 9,
+    "fast": 10,
+    "bench": 10,
+}
+
+__all__ = ["TAUGHT_IN", "is_quick", "pick_device", "seed_everything", "setup"]
 __version__ = "0.2.0"

@@ -21,6 +21,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from itertools import islice
 
@@ -28,20 +29,35 @@ import torch
 from torch import nn
 
 from helpers.data import mnist_loaders, mnist_tensors
-from helpers.fast import TensorLoader, accuracy, time_to_accuracy, use_fast_dropout
-from helpers.models import SimpleNN, SmallCNN
+from helpers.fast import TensorLoader, time_to_accuracy, use_fast_dropout
+from helpers.graph import training_step_flops
+from helpers.loop import accuracy
+from helpers.models import SimpleNN
+from helpers.recipe import Recipe
 from helpers.runtime import pick_device
 from helpers.training import train_epoch
 
-# The seed network's matrix-multiply FLOPs per training sample (chapter 04): forward 218,368,
-# backward 236,032 (fc1 needs no input gradient).
-SEED_TRAIN_FLOPS = 454_400
-TRAIN_SIZE = 60_000
-
-# The recipes `time_to_accuracy` runs (found on this book's 2-core build machine; see chapter 10).
-MLP_RECIPE = {"epochs": 4, "batch_size": 256, "lr": 3e-3}
-MLP_KWARGS = {"hidden_size": 256, "dropout": 0.1}
-CNN_RECIPE = {"epochs": 4, "batch_size": 256, "lr": 5e-3}
+# The recipes `time_to_accuracy` runs (found on this book's 2-core build machine; see chapter 10):
+# AdamW with a one-cycle schedule, no clipping, scored on the test set after every epoch.
+FAST_MLP = Recipe(
+    model="SimpleNN",
+    model_kwargs={"hidden_size": 256, "dropout": 0.1},
+    optimizer="adamw",
+    lr=3e-3,
+    schedule="onecycle",
+    epochs=4,
+    batch_size=256,
+    max_grad_norm=None,
+)
+FAST_CNN = Recipe(
+    model="SmallCNN",
+    optimizer="adamw",
+    lr=5e-3,
+    schedule="onecycle",
+    epochs=4,
+    batch_size=256,
+    max_grad_norm=None,
+)
 
 
 class FirstBatches:
@@ -131,17 +147,32 @@ def side_by_side(
     return results
 
 
-def matmul_shapes(batch_size: int) -> list[tuple[int, int, int]]:
-    """(m, k, n) of the 8 matrix multiplies in one training step of the seed's network."""
+def matmul_shapes(batch_size: int, model: nn.Module | None = None) -> list[tuple[int, int, int]]:
+    """(m, k, n) of the matrix multiplies in one training step of `model` (the seed's network).
+
+    Three per Linear layer (the forward product, the weight gradient, the input gradient), except
+    that the first layer needs no input gradient: the pixels are not trained.
+    """
     b = batch_size
-    forward = [(b, 784, 128), (b, 128, 64), (b, 64, 10)]
-    weight_grads = [(128, b, 784), (64, b, 128), (10, b, 64)]
-    input_grads = [(b, 10, 64), (b, 64, 128)]  # none for fc1: the pixels need no gradient
+    layers = [m for m in (model or SimpleNN()).modules() if isinstance(m, nn.Linear)]
+    forward = [(b, m.in_features, m.out_features) for m in layers]
+    weight_grads = [(m.out_features, b, m.in_features) for m in layers]
+    input_grads = [(b, m.out_features, m.in_features) for m in layers[1:]]
     return forward + weight_grads + input_grads
 
 
+def train_flops_per_sample(model: nn.Module | None = None) -> int:
+    """Measured FLOPs of one training step per image (`helpers.graph`, chapter 04)."""
+    x, y = torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.int64)
+    return training_step_flops(model or SimpleNN(), x, y)["forward+backward"] // 2
+
+
 def matmul_floor(
-    batch_size: int, device: torch.device, repeats: int = 7, number: int = 20
+    batch_size: int,
+    device: torch.device,
+    repeats: int = 7,
+    number: int = 20,
+    train_images: int = 60_000,
 ) -> dict[str, float]:
     """The seed network's training FLOPs / the rate this device reaches on the same shapes.
 
@@ -153,7 +184,7 @@ def matmul_floor(
         (torch.randn(m, k, device=device), torch.randn(k, n, device=device)) for m, k, n in shapes
     ]
     flops = sum(2 * m * k * n for m, k, n in shapes)
-    assert flops == SEED_TRAIN_FLOPS * batch_size
+    per_sample = flops // batch_size
 
     def step() -> None:
         for a, b in pairs:
@@ -169,14 +200,12 @@ def matmul_floor(
         synchronize(device)
         runs.append((time.perf_counter() - start) / number)
     rate = flops / statistics.median(runs)
-    return {"gflops": rate / 1e9, "floor_s": SEED_TRAIN_FLOPS * TRAIN_SIZE / rate}
+    return {"gflops": rate / 1e9, "floor_s": per_sample * train_images / rate}
 
 
-# torch's thread count before `main` changes it: what the seed's code, which never sets it, gets.
-DEFAULT_THREADS = torch.get_num_threads()
-
-
-def environment(device: torch.device, quick: bool, repeats: int) -> dict[str, object]:
+def environment(
+    device: torch.device, quick: bool, repeats: int, default_threads: int
+) -> dict[str, object]:
     """What the figures were measured on."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     return {
@@ -185,26 +214,38 @@ def environment(device: torch.device, quick: bool, repeats: int) -> dict[str, ob
         "device_name": name,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "default_threads": DEFAULT_THREADS,
+        "default_threads": default_threads,
         "cpu_count": os.cpu_count(),
         "quick": quick,
         "repeats": repeats,
     }
 
 
-# The paths timed side by side: name -> (batch size, data, fused Adam, fast dropout, threads).
-# "seed" is the seed's DataLoader with its 2 workers, "tensor" the fast path; threads None means
-# the benchmark's --threads. The seed's code never sets a thread count, so "as written" it runs
-# with torch's default (one per core).
-PATHS: dict[str, tuple[int, str, bool, bool, int | None]] = {
-    "seed pipeline as written": (64, "seed", False, False, DEFAULT_THREADS),
-    "seed pipeline": (64, "seed", False, False, None),
-    "fast": (64, "tensor", False, False, None),
-    "fast, fused Adam": (64, "tensor", True, False, None),
-    "fast, fused Adam, fast dropout": (64, "tensor", True, True, None),
-    "fast, fused Adam, batch 1024": (1024, "tensor", True, False, None),
-    "fast, fused Adam, fast dropout, batch 256": (256, "tensor", True, True, None),
-    "fast, fused Adam, fast dropout, batch 1024": (1024, "tensor", True, True, None),
+@dataclass(frozen=True)
+class TimedPath:
+    """One way to run the seed's training step, timed side by side with the others.
+
+    `data` is "seed" (the seed's DataLoader with its 2 workers) or "tensor" (the fast path);
+    `threads` is "default" for torch's default count (the seed's code never sets one), or None
+    for the benchmark's `--threads`.
+    """
+
+    batch_size: int
+    data: str
+    fused: bool = False
+    fast_dropout: bool = False
+    threads: str | None = None
+
+
+PATHS: dict[str, TimedPath] = {
+    "seed pipeline as written": TimedPath(64, "seed", threads="default"),
+    "seed pipeline": TimedPath(64, "seed"),
+    "fast": TimedPath(64, "tensor"),
+    "fast, fused Adam": TimedPath(64, "tensor", fused=True),
+    "fast, fused Adam, fast dropout": TimedPath(64, "tensor", fused=True, fast_dropout=True),
+    "fast, fused Adam, batch 1024": TimedPath(1024, "tensor", fused=True),
+    "fast, fused Adam, fast dropout, batch 256": TimedPath(256, "tensor", True, True),
+    "fast, fused Adam, fast dropout, batch 1024": TimedPath(1024, "tensor", True, True),
 }
 SEED_PATHS = ("seed pipeline as written", "seed pipeline")
 
@@ -213,7 +254,7 @@ FLOOR_BATCHES = (64, 256, 1024)
 
 
 def epoch_figures(
-    device: torch.device, repeats: int, max_batches: int | None
+    device: torch.device, repeats: int, max_batches: int | None, default_threads: int
 ) -> tuple[list[dict], dict[str, dict], dict[int, dict]]:
     """Median epoch times of every path and the matmul floors, all timed side by side.
 
@@ -224,14 +265,27 @@ def epoch_figures(
     images, labels = mnist_tensors(True, device=device)
     test = mnist_tensors(False, device=device)
 
-    def epoch(batch: int, data: str, fused: bool, fast_dropout: bool, threads: int | None) -> dict:
-        loader = seed_loader(batch) if data == "seed" else tensor_loader(images, labels, batch)
+    def threads(path: TimedPath) -> int:
+        return default_threads if path.threads == "default" else torch.get_num_threads()
+
+    def epoch(path: TimedPath) -> dict:
+        b = path.batch_size
+        loader = seed_loader(b) if path.data == "seed" else tensor_loader(images, labels, b)
         return timed_epoch(
-            loader, device, fused, max_batches, fast_dropout=fast_dropout, threads=threads
+            loader,
+            device,
+            path.fused,
+            max_batches,
+            fast_dropout=path.fast_dropout,
+            threads=threads(path),
         )
 
-    fns = {name: partial(epoch, *path) for name, path in PATHS.items()}
-    fns |= {f"floor {b}": partial(matmul_floor, b, device, repeats=3) for b in FLOOR_BATCHES}
+    fns = {name: partial(epoch, path) for name, path in PATHS.items()}
+    size = len(images)
+    fns |= {
+        f"floor {b}": partial(matmul_floor, b, device, repeats=3, train_images=size)
+        for b in FLOOR_BATCHES
+    }
     results = side_by_side(fns, repeats)
     floors = {}
     for b in FLOOR_BATCHES:
@@ -243,8 +297,8 @@ def epoch_figures(
         row = {
             "figure": "epoch_time",
             "path": name,
-            "batch_size": PATHS[name][0],
-            "threads": PATHS[name][4] or torch.get_num_threads(),
+            "batch_size": PATHS[name].batch_size,
+            "threads": threads(PATHS[name]),
             "median_s": statistics.median(r["seconds"] for r in runs),
             "runs_s": [round(r["seconds"], 4) for r in runs],
             "train_loss": last["train_loss"],
@@ -259,7 +313,7 @@ def epoch_figures(
 def speed_rows(summary: dict[str, dict], floors: dict[int, dict]) -> list[dict]:
     """Speed-ups over both seed baselines at batch 64, and every path's distance from its floor."""
     rows = []
-    fast_64 = [name for name, path in PATHS.items() if path[:2] == (64, "tensor")]
+    fast_64 = [n for n, p in PATHS.items() if (p.batch_size, p.data) == (64, "tensor")]
     for baseline in SEED_PATHS:
         seed = summary[baseline]
         for name in fast_64:
@@ -294,32 +348,24 @@ def speed_rows(summary: dict[str, dict], floors: dict[int, dict]) -> list[dict]:
 def accuracy_rows(device: torch.device, quick: bool) -> list[dict]:
     """Time to 98.0% test accuracy with an MLP and to 99.0% with SmallCNN (quick: a subset)."""
     train, test = mnist_tensors(True, device=device), mnist_tensors(False, device=device)
-    runs = [
-        (
-            "SimpleNN(hidden_size=256, dropout=0.1)",
-            lambda: SimpleNN(**MLP_KWARGS),
-            98.0,
-            MLP_RECIPE,
-        ),
-        ("SmallCNN()", SmallCNN, 99.0, CNN_RECIPE),
-    ]
+    runs = [(FAST_MLP, 98.0), (FAST_CNN, 99.0)]
     if quick:  # a small subset and a low target: checks the machinery, not the recipe
         train = (train[0][:4096], train[1][:4096])
         test = (test[0][:2000], test[1][:2000])
-        runs = [(name, make, 80.0, {**recipe, "epochs": 1}) for name, make, _, recipe in runs]
+        runs = [(replace(recipe, epochs=1), 80.0) for recipe, _ in runs]
     rows = []
-    for name, make, target, recipe in runs:
-        result = time_to_accuracy(make, train, test, target, **recipe)
+    for recipe, target in runs:
+        result = time_to_accuracy(recipe, train, test, target)
         rows.append(
             {
                 "figure": "time_to_accuracy",
-                "model": name,
+                "model": f"{recipe.model}({recipe.model_kwargs})",
                 "target": target,
                 "reached": result["seconds"] is not None,
                 "seconds": result["seconds"],
                 "epochs": result["epochs"],
                 "test_acc": result["test_acc"],
-                "recipe": recipe,
+                "recipe": asdict(recipe),
                 "train_size": len(train[0]),
             }
         )
@@ -327,20 +373,24 @@ def accuracy_rows(device: torch.device, quick: bool) -> list[dict]:
 
 
 def run(
-    device: torch.device, quick: bool = False, repeats: int | None = None
+    device: torch.device,
+    quick: bool = False,
+    repeats: int | None = None,
+    default_threads: int | None = None,
 ) -> Iterator[dict[str, object]]:
-    """All the benchmark's figures, one dict at a time."""
+    """All the benchmark's figures, one dict at a time.
+
+    `default_threads`: torch's thread count before anything set it (what the seed's code runs
+    with); `main` passes it, and it defaults to the current count.
+    """
     repeats = repeats or (1 if quick else 5)
-    yield environment(device, quick, repeats)
-    rows, summary, floors = epoch_figures(device, repeats, max_batches=40 if quick else None)
+    default_threads = default_threads or torch.get_num_threads()
+    yield environment(device, quick, repeats, default_threads)
+    rows, summary, floors = epoch_figures(device, repeats, 40 if quick else None, default_threads)
     yield from rows
+    flops = train_flops_per_sample()
     for b, floor in floors.items():
-        yield {
-            "figure": "matmul_floor",
-            "batch_size": b,
-            "flops_per_sample": SEED_TRAIN_FLOPS,
-            **floor,
-        }
+        yield {"figure": "matmul_floor", "batch_size": b, "flops_per_sample": flops, **floor}
     yield from speed_rows(summary, floors)
     yield from accuracy_rows(device, quick)
 
@@ -363,9 +413,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     """Print the benchmark's figures as JSON lines."""
     args = parse_args(argv)
+    default_threads = torch.get_num_threads()  # before anything sets it: the seed's count
     torch.set_num_threads(args.threads)
     device = torch.device(args.device) if args.device else pick_device()
-    for row in run(device, args.quick, args.repeats):
+    for row in run(device, args.quick, args.repeats, default_threads):
         print(json.dumps(row), flush=True)
 
 

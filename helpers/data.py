@@ -475,6 +475,31 @@ def mnist_tensors(
     return images, split.targets.to(device)
 
 
+def split_indices(n: int, validation_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training, validation) indices: `validation_size` of `n` images held out, always the same.
+
+    The order is `torch.randperm` with a generator seeded 0, as `random_split` draws it, so the
+    seed's DataLoader pipeline (chapter 07) and the in-memory one (chapters 09, 10) hold out the
+    same images. The split never depends on a recipe's seed: runs with different seeds are
+    compared on the same validation images.
+    """
+    if not 0 <= validation_size < n:
+        raise ValueError(f"validation_size={validation_size}: hold out between 0 and {n - 1}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    return order[: n - validation_size], order[n - validation_size :]
+
+
+def split_tensors(
+    validation_size: int, root: str | os.PathLike | None = None, device: torch.device | str = "cpu"
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The "train" and "held" tensors: held is the validation split, or the test set if size 0."""
+    images, labels = mnist_tensors(True, root, device)
+    if validation_size == 0:
+        return {"train": (images, labels), "held": mnist_tensors(False, root, device)}
+    train, held = (i.to(images.device) for i in split_indices(len(images), validation_size))
+    return {"train": (images[train], labels[train]), "held": (images[held], labels[held])}
+
+
 def tensor_batches(
     images: torch.Tensor,
     labels: torch.Tensor,

@@ -182,3 +182,14 @@ class LeNetLike(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x).flatten(1))
+
+
+# The models a `helpers.recipe.Recipe` can name. A chapter that adds a model registers it here,
+# so every loop and cache can build it by name.
+MODELS: dict[str, type[nn.Module]] = {
+    "SimpleNN": SimpleNN,
+    "SmallCNN": SmallCNN,
+    "MLP": MLP,
+    "ResidualMLP": ResidualMLP,
+    "LeNetLike": LeNetLike,
+}

@@ -177,7 +177,7 @@ def training_history(history: dict[str, list[float]], val_label: str = "validati
         ax.plot(epochs, history[f"val_{key}"], "o-", label=val_label)
         ax.set(xlabel="Epoch", ylabel=ylabel, title=title)
         ax.legend()
-    axes[2].plot(epochs, history["learning_rates"], "o-", color="C2")
+    axes[2].plot(epochs, history["lr"], "o-", color="C2")
     axes[2].set(xlabel="Epoch", ylabel="Learning rate", title="Learning rate schedule")
     for ax in axes:
         ax.grid(True, alpha=0.3)

@@ -185,21 +185,68 @@ def execute(path: Path, timeout: int = 3600) -> float:
     return seconds
 
 
+MANIFEST = ROOT / "helpers" / "shipped" / "manifest.json"
+
+
+def sha256_of(path: Path) -> str:
+    """The file's sha256, hex."""
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def git_commit() -> str:
+    """The commit the shipped files were made on, `-dirty` if the tree had uncommitted changes."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
+
+    return git("rev-parse", "--short", "HEAD").strip() + ("-dirty" if git("status", "-s") else "")
+
+
+def update_manifest(folder: str, entries: dict[str, dict]) -> None:
+    """Replace the manifest's entries for `folder` (checkpoints/ or results/) with `entries`.
+
+    Each entry records the file's sha256, the recipe key and what made it (`made_by`: the code
+    hash, torch and helpers versions), the commit and the date; `tests/test_shipped.py` checks
+    that every file matches its entry and that the code that made it is still today's code.
+    """
+    import datetime
+    import json
+
+    manifest = json.loads(MANIFEST.read_text()) if MANIFEST.is_file() else {}
+    manifest = {name: e for name, e in manifest.items() if not name.startswith(f"{folder}/")}
+    made = {"commit": git_commit(), "date": datetime.date.today().isoformat()}
+    for name, entry in entries.items():
+        path = MANIFEST.parent / folder / name
+        manifest[f"{folder}/{name}"] = {"sha256": sha256_of(path), **entry, **made}
+    MANIFEST.write_text(json.dumps(dict(sorted(manifest.items())), indent=1) + "\n")
+
+
 def ship_checkpoint() -> Path:
-    """Copy the full run of `training.BOOK_RECIPE` (made by chapter 07) into the package.
+    """Copy the full run of `BOOK_RECIPE` (made by chapter 07) into the package, in the manifest.
 
     Chapters 08 and 09 then evaluate exactly that model, in CI and on Colab, without training.
     """
     import shutil
 
     from helpers import training
+    from helpers.recipe import BOOK_RECIPE
 
-    source = training.checkpoint_path(training.BOOK_RECIPE)
+    source = training.checkpoint_path(BOOK_RECIPE)
     state = training.read_checkpoint(source)  # refuses a corrupt file
-    if state["epoch"] != training.BOOK_RECIPE.epochs:
+    if state["epoch"] != BOOK_RECIPE.epochs:
         raise SystemExit(f"{source.name} is unfinished: run chapter 07 in full first")
-    training.SHIPPED_CHECKPOINTS.mkdir(exist_ok=True)
-    return Path(shutil.copy(source, training.SHIPPED_CHECKPOINTS / source.name))
+    if not training.is_current(source, BOOK_RECIPE):
+        raise SystemExit(f"{source.name} was made by older training code: run chapter 07 again")
+    training.SHIPPED_CHECKPOINTS.mkdir(parents=True, exist_ok=True)
+    for old in training.SHIPPED_CHECKPOINTS.glob("*.pt"):
+        old.unlink()
+    shipped = Path(shutil.copy(source, training.SHIPPED_CHECKPOINTS / source.name))
+    entry = {"recipe": BOOK_RECIPE.key(), "made_by": state["made_by"], "chapter": "07"}
+    update_manifest("checkpoints", {shipped.name: entry})
+    return shipped
 
 
 RECORD_RESULTS = """\
@@ -241,17 +288,29 @@ def ship_experiments() -> list[str]:
     for key in keys:  # read them all before the shipped folder is emptied
         for folder in (experiments.cache_dir(), experiments.SHIPPED_RESULTS):
             result = experiments.read_result(folder / f"{key}.json")
-            if result is not None and not result["quick"]:
+            current = result is not None and result["made_by"]["code"] == loop_code(result)
+            if current and not result["quick"]:
                 results[key] = result
                 break
         else:
-            raise SystemExit(f"no full-run result {key}: is MNIST_BOOK_QUICK set in the kernel?")
-    experiments.SHIPPED_RESULTS.mkdir(exist_ok=True)
+            raise SystemExit(f"no current full-run result {key}: is MNIST_BOOK_QUICK set?")
+    experiments.SHIPPED_RESULTS.mkdir(parents=True, exist_ok=True)
     for old in experiments.SHIPPED_RESULTS.glob("*.json"):
         old.unlink()
+    entries = {}
     for key, result in results.items():
         (experiments.SHIPPED_RESULTS / f"{key}.json").write_text(json.dumps(result, indent=1))
+        entries[f"{key}.json"] = {"recipe": key, "made_by": result["made_by"], "chapter": "09"}
+    update_manifest("results", entries)
     return keys
+
+
+def loop_code(result: dict) -> str:
+    """The hash of today's code for the recipe a stored result ran."""
+    from helpers.loop import loop_code
+    from helpers.recipe import Recipe
+
+    return loop_code(Recipe(**result["recipe"]))
 
 
 def main() -> None:

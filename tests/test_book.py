@@ -243,3 +243,33 @@ def test_setup_output_compares_equal_on_any_device():
     colab_cpu = "Device: cpu\nTip: Runtime > Change runtime type > T4 GPU makes training faster.\n"
     assert sanitized(cpu) == sanitized("Device: cuda\n") == sanitized("Device: mps\n")
     assert sanitized(colab_cpu) == sanitized(cpu) != sanitized("Devices: cuda\n")
+
+
+HELPER_IMPORT = re.compile(r"\bhelpers\.(\w+)|from helpers import ([\w, ]+)")
+
+
+def helper_modules_used(path: Path) -> set[str]:
+    """The helpers modules a chapter's code names (`helpers.x`, `from helpers import x, y`)."""
+    used = set()
+    for cell in code_cells(path)[1:]:  # the setup cell imports the package itself
+        for dotted, listed in HELPER_IMPORT.findall(cell_text(cell)):
+            names = [dotted] if dotted else [n.split(" as ")[0].strip() for n in listed.split(",")]
+            used |= {n for n in names if n in helpers.TAUGHT_IN or not hasattr(helpers, n)}
+    return used
+
+
+def test_every_module_says_which_chapter_teaches_it():
+    modules = {p.stem for p in (ROOT / "helpers").glob("*.py") if p.stem != "__init__"}
+    assert set(helpers.TAUGHT_IN) == modules
+    listed = set(re.findall(r"^- `helpers\.(\w+)`", helpers.__doc__, re.M))
+    assert listed == modules, "the package docstring lists every module"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_imports_only_what_it_or_an_earlier_chapter_teaches(path):
+    chapter = int(path.stem[:2])
+    used = helper_modules_used(path)
+    unknown = used - set(helpers.TAUGHT_IN)
+    assert not unknown, f"not helpers modules: {unknown}"
+    later = {m: helpers.TAUGHT_IN[m] for m in used if helpers.TAUGHT_IN[m] > chapter}
+    assert not later, f"chapter {chapter} uses modules a later chapter teaches: {later}"

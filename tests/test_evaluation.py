@@ -36,9 +36,9 @@ def test_confusion_matrix_rows_are_true_labels():
 
 def test_per_class_report_accuracy_is_recall_and_precision_differs():
     report = evaluation.per_class_report(known())
-    assert report.loc[0, "accuracy"] == 0.5 and report.loc[1, "accuracy"] == 1.0
-    assert report.loc[1, "precision"] == pytest.approx(2 / 3)
-    assert report.loc[0, "precision"] == 0.5 and report.loc[2, "support"] == 2
+    assert report.loc[0, "accuracy"] == 50.0 and report.loc[1, "accuracy"] == 100.0
+    assert report.loc[1, "precision"] == pytest.approx(200 / 3)
+    assert report.loc[0, "precision"] == 50.0 and report.loc[2, "support"] == 2
     assert report.loc[5, "support"] == 0
 
 

@@ -1,10 +1,12 @@
-"""The fast path (chapter 10): TensorLoader, the lean loop, SmallCNN and the benchmark's output."""
+"""The fast path (chapter 10): TensorLoader, FastDropout, SmallCNN and the benchmark's output."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,18 +14,10 @@ import torch
 from torch import nn
 
 from helpers import bench, fast
-from helpers.data import mnist_tensors
 from helpers.models import SimpleNN, SmallCNN, count_parameters
 from helpers.training import train_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def subset() -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """2,048 training and 1,000 test images, normalized."""
-    (x, y), (tx, ty) = mnist_tensors(True), mnist_tensors(False)
-    return (x[:2048], y[:2048]), (tx[:1000], ty[:1000])
 
 
 def test_tensor_loader_behaves_like_a_dataloader():
@@ -55,38 +49,14 @@ def test_the_seeds_train_epoch_runs_on_a_tensor_loader(subset):
     assert 30 < acc < 100 and loss < before  # the epoch's running figures say the same
 
 
-def test_train_fast_lowers_the_loss_and_stops_at_the_target(subset):
+def test_time_to_accuracy_stops_at_the_target(subset):
     train, test = subset
-    torch.manual_seed(0)
-    model = SimpleNN(hidden_size=64, dropout=0.1)
-    history = fast.train_fast(model, train, test, epochs=4, batch_size=64)
-    assert len(history["train_loss"]) == len(history["test_acc"]) == len(history["seconds"]) == 4
-    assert history["train_loss"][-1] < 0.7 * history["train_loss"][0]
-    assert history["test_acc"][-1] > 80
-    assert history["seconds"] == sorted(history["seconds"]) and history["seconds"][0] > 0
-    result = fast.time_to_accuracy(
-        lambda: SimpleNN(hidden_size=64), train, test, target=50.0, epochs=4, batch_size=128
-    )
+    recipe = replace(bench.FAST_MLP, model_kwargs={"hidden_size": 64}, batch_size=128)
+    result = fast.time_to_accuracy(recipe, train, test, target=50.0)
     assert result["epochs"] < 4 and result["test_acc"] >= 50 and result["seconds"] > 0
-    never = fast.time_to_accuracy(SimpleNN, train, test, target=100.0, epochs=1)
+    assert result["seconds"] == result["history"]["seconds"][-1]
+    never = fast.time_to_accuracy(replace(recipe, epochs=1), train, test, target=100.0)
     assert never["seconds"] is None and never["epochs"] == 1
-
-
-def test_accuracy_counts_in_eval_mode():
-    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
-    with torch.no_grad():
-        model[1].weight.copy_(torch.eye(3, 4))
-        model[1].bias.zero_()
-    images = torch.eye(4)[:3].view(3, 1, 2, 2)
-    assert fast.accuracy(model, images, torch.tensor([0, 1, 2]), batch_size=2) == 100.0
-    assert fast.accuracy(model, images, torch.tensor([0, 1, 0])) == pytest.approx(200 / 3)
-    assert not model.training
-
-
-def test_make_adamw_is_plain_adam_without_weight_decay():
-    params = [nn.Parameter(torch.ones(3))]
-    optimizer = fast.make_adamw(params, lr=0.1)
-    assert optimizer.defaults["weight_decay"] == 0.0 and optimizer.defaults["lr"] == 0.1
 
 
 def test_small_cnn_shapes_and_parameters():
@@ -99,10 +69,14 @@ def test_small_cnn_shapes_and_parameters():
     assert SmallCNN(channels=(8, 16))(x).shape == (5, 10)
 
 
-def test_matmul_shapes_add_up_to_the_seed_networks_training_flops():
+def test_matmul_shapes_add_up_to_the_measured_training_flops():
+    assert bench.train_flops_per_sample() == 454_400  # chapter 04's count
     for batch in (1, 64, 1024):
         flops = sum(2 * m * k * n for m, k, n in bench.matmul_shapes(batch))
-        assert flops == bench.SEED_TRAIN_FLOPS * batch == 454_400 * batch
+        assert flops == bench.train_flops_per_sample() * batch
+    wide = SimpleNN(hidden_size=256)
+    flops = sum(2 * m * k * n for m, k, n in bench.matmul_shapes(8, wide))
+    assert flops == bench.train_flops_per_sample(wide) * 8
 
 
 def test_fast_dropout_keeps_half_and_scales_by_two():
@@ -167,6 +141,12 @@ def test_fast_dropout_trains_like_nn_dropout(subset):
     assert losses[1] == pytest.approx(losses[0], abs=0.1), losses  # other masks, same learning
 
 
+def test_profiling_leaves_the_environment_as_it_was(monkeypatch):
+    monkeypatch.delenv("KINETO_LOG_LEVEL", raising=False)
+    fast.profile_operators(lambda: torch.ones(3).sum(), warmup=False)
+    assert "KINETO_LOG_LEVEL" not in os.environ
+
+
 def test_timed_epoch_applies_its_options_for_one_epoch_only(subset):
     (x, y), _ = subset
     before = torch.get_num_threads()
@@ -216,7 +196,13 @@ def test_quick_benchmark_prints_every_figure(quick_rows):
     env = by_figure["environment"][0]
     assert env["device"] == "cpu" and env["quick"] is True
     assert env["torch"] == torch.__version__ and env["threads"] >= 1
-    assert env["default_threads"] == bench.DEFAULT_THREADS >= 1
+    fresh = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert env["default_threads"] == int(fresh.stdout) >= 1  # a fresh process's own default
     paths = {row["path"]: row for row in by_figure["epoch_time"]}
     assert list(paths) == list(bench.PATHS)
     assert {"seed pipeline as written", "seed pipeline", "fast"} <= set(paths)

@@ -156,7 +156,7 @@ def test_training_history_has_the_seeds_three_panels():
         "val_loss": [0.9, 0.6],
         "train_acc": [80.0, 90.0],
         "val_acc": [85.0, 88.0],
-        "learning_rates": [1e-3, 5e-4],
+        "lr": [1e-3, 5e-4],
     }
     fig = plots.training_history(history)
     loss, acc, lr = fig.axes

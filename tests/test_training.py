@@ -11,11 +11,18 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import runtime, training
+from helpers import data, runtime, training
 from helpers.models import SimpleNN
-from helpers.training import CheckpointError, Recipe
+from helpers.recipe import BOOK_RECIPE, Recipe
+from helpers.training import CheckpointError
 
-SMALL = Recipe(epochs=2, batch_size=32, train_subset=320, validation_size=64, step_size=1)
+SMALL = Recipe(epochs=2, batch_size=32, train_subset=256, validation_size=64, step_size=1)
+CPU = torch.device("cpu")
+
+
+def local_checkpoint(root, recipe: Recipe):
+    """Where `load_or_train(recipe, root=root)` keeps its checkpoint."""
+    return root / "checkpoints" / f"{recipe.model}-{recipe.key()}.pt"
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +36,8 @@ def test_loaders_hold_out_a_validation_split_from_the_training_images(loaders):
     assert len(test_loader.dataset) == 10_000
     train_idx = set(train_loader.dataset.indices)
     val_idx = set(val_loader.dataset.indices)
-    assert not train_idx & val_idx and train_idx | val_idx == set(range(320))
+    assert not train_idx & val_idx
+    assert val_idx == set(data.split_indices(60_000, 64)[1].tolist()), "the one split"
 
 
 def test_seed_recipe_validates_on_the_test_set():
@@ -142,7 +150,7 @@ def test_training_is_reproducible_and_resuming_gives_the_same_history(tmp_path):
     assert resumed.history == straight.history
     for name, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[name]), name
-    assert straight.history["learning_rates"] == [1e-3, 5e-4]
+    assert straight.history["lr"] == [1e-3, 5e-4]
 
 
 def draws(shuffle: torch.Generator) -> list:
@@ -235,11 +243,8 @@ def test_an_old_checkpoint_without_the_newer_generators_still_loads(tmp_path):
 
 
 def test_the_shipped_checkpoint_loads():
-    path = training.SHIPPED_CHECKPOINTS / training.checkpoint_path(training.BOOK_RECIPE).name
-    if not path.is_file():
-        pytest.skip("no shipped checkpoint")
-    run = training.load_checkpoint(path, torch.device("cpu"))
-    assert run.epoch == training.BOOK_RECIPE.epochs
+    run = training.load_checkpoint(training.shipped_checkpoint(BOOK_RECIPE), CPU)
+    assert run.epoch == BOOK_RECIPE.epochs and run.recipe == BOOK_RECIPE
 
 
 def test_checkpoint_round_trip_loads_with_weights_only(tmp_path, loaders):
@@ -253,7 +258,7 @@ def test_checkpoint_round_trip_loads_with_weights_only(tmp_path, loaders):
     path = tmp_path / "ckpt.pt"
     training.save_checkpoint(run, path)
     state = torch.load(path, weights_only=True)
-    assert state["epoch"] == 1 and state["recipe"]["train_subset"] == 320
+    assert state["epoch"] == 1 and state["recipe"]["train_subset"] == 256
     model = training.load_into(SimpleNN(), path)
     for name, value in run.model.state_dict().items():
         assert torch.equal(value, model.state_dict()[name])
@@ -295,23 +300,21 @@ def test_a_checkpoint_with_code_in_it_is_refused(tmp_path):
 
 
 def test_load_or_train_trains_once_then_loads(tmp_path, monkeypatch):
-    monkeypatch.setattr(training, "checkpoint_path", lambda recipe: tmp_path / f"{recipe.key()}.pt")
     recipe = dataclasses.replace(SMALL, epochs=1)
-    run, _ = training.load_or_train(recipe, torch.device("cpu"), progress=False)
-    assert (tmp_path / f"{recipe.key()}.pt").exists() and run.epoch == 1
+    run, _ = training.load_or_train(recipe, CPU, progress=False, root=tmp_path)
+    assert local_checkpoint(tmp_path, recipe).exists() and run.epoch == 1
 
     def no_training(*args, **kwargs):
         raise AssertionError("trained again although a checkpoint exists")
 
     monkeypatch.setattr(training, "train_model", no_training)
-    again, _ = training.load_or_train(recipe, torch.device("cpu"), progress=False)
+    again, _ = training.load_or_train(recipe, CPU, progress=False, root=tmp_path)
     assert again.history == run.history
     assert recipe.key() != SMALL.key()  # a different recipe never loads this checkpoint
 
 
 def test_shipped_checkpoint_is_used_and_a_half_finished_one_is_resumed(tmp_path, monkeypatch):
     cache, shipped = tmp_path / "cache", tmp_path / "shipped"
-    monkeypatch.setattr(training, "checkpoint_path", lambda recipe: cache / f"{recipe.key()}.pt")
     monkeypatch.setattr(training, "SHIPPED_CHECKPOINTS", shipped)
     recipe = dataclasses.replace(SMALL, epochs=2)
     train_loader, val_loader, _ = training.recipe_loaders(recipe)
@@ -323,35 +326,56 @@ def test_shipped_checkpoint_is_used_and_a_half_finished_one_is_resumed(tmp_path,
         progress=False,
     )
     shipped.mkdir()
-    training.save_checkpoint(half, shipped / f"{recipe.key()}.pt", train_loader.generator)
+    name = local_checkpoint(cache, recipe).name
+    training.save_checkpoint(half, shipped / name, train_loader.generator)
 
-    resumed, _ = training.load_or_train(recipe, torch.device("cpu"), progress=False)
+    resumed, _ = training.load_or_train(recipe, CPU, progress=False, root=cache)
     assert resumed.epoch == 2 and resumed.history["train_loss"][0] == half.history["train_loss"][0]
-    assert (cache / f"{recipe.key()}.pt").exists()  # the finished run is saved locally
+    assert local_checkpoint(cache, recipe).exists()  # the finished run is saved locally
 
     monkeypatch.setattr(training, "train_model", lambda *a, **k: pytest.fail("retrained"))
-    (cache / f"{recipe.key()}.pt").unlink()
-    complete = shipped / f"{recipe.key()}.pt"
-    training.save_checkpoint(resumed, complete)
-    loaded, _ = training.load_or_train(recipe, torch.device("cpu"), progress=False)
+    local_checkpoint(cache, recipe).unlink()
+    training.save_checkpoint(resumed, shipped / name)
+    loaded, _ = training.load_or_train(recipe, CPU, progress=False, root=cache)
     assert loaded.history == resumed.history
 
 
-def test_unusable_checkpoint_warns_and_trains_again(tmp_path, monkeypatch):
-    monkeypatch.setattr(training, "checkpoint_path", lambda recipe: tmp_path / "bad.pt")
-    (tmp_path / "bad.pt").write_bytes(b"garbage")
+def test_a_checkpoint_made_by_other_code_is_not_used(tmp_path, monkeypatch):
     recipe = dataclasses.replace(SMALL, epochs=1)
+    run, _ = training.load_or_train(recipe, CPU, progress=False, root=tmp_path)
+    path = local_checkpoint(tmp_path, recipe)
+    state = torch.load(path, weights_only=True)
+    state["made_by"]["code"] = "0" * 16  # as if the loop had changed since
+    torch.save(state, path)
+    assert not training.is_current(path, recipe)
+    with pytest.warns(UserWarning, match="made by older training code"):
+        again, _ = training.load_or_train(recipe, CPU, progress=False, root=tmp_path)
+    assert again.history == run.history  # trained again, by today's (deterministic) code
+    assert training.is_current(path, recipe)
+
+
+def test_the_seeds_loop_refuses_what_it_cannot_do():
+    for recipe in (Recipe(augment=True), Recipe(schedule="onecycle")):
+        with pytest.raises(ValueError, match=r"train this recipe with helpers\.loop\.fit"):
+            training.new_run(recipe, CPU)
+
+
+def test_unusable_checkpoint_warns_and_trains_again(tmp_path):
+    recipe = dataclasses.replace(SMALL, epochs=1)
+    bad = local_checkpoint(tmp_path, recipe)
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"garbage")
     with pytest.warns(UserWarning, match="not a readable checkpoint"):
-        run, _ = training.load_or_train(recipe, torch.device("cpu"), progress=False)
+        run, _ = training.load_or_train(recipe, CPU, progress=False, root=tmp_path)
     assert run.epoch == 1
-    assert training.read_checkpoint(tmp_path / "bad.pt")["epoch"] == 1  # replaced by a good one
+    assert training.read_checkpoint(bad)["epoch"] == 1  # replaced by a good one
 
 
 def test_shipped_checkpoint_is_the_book_model_and_says_when_there_is_none():
-    path = training.shipped_checkpoint(training.BOOK_RECIPE)
+    path = training.shipped_checkpoint(BOOK_RECIPE)
     assert path.parent == training.SHIPPED_CHECKPOINTS
     state = training.read_checkpoint(path)
-    assert training.Recipe(**state["recipe"]) == training.BOOK_RECIPE
-    assert state["epoch"] == training.BOOK_RECIPE.epochs
+    assert Recipe(**state["recipe"]) == BOOK_RECIPE
+    assert state["epoch"] == BOOK_RECIPE.epochs
     with pytest.raises(FileNotFoundError, match="ships no checkpoint"):
-        training.shipped_checkpoint(training.Recipe(epochs=1))
+        training.shipped_checkpoint(Recipe(epochs=1))

@@ -1,0 +1,118 @@
+"""The in-memory training loop: chapters 09 and 10, and the benchmark, train with it.
+
+Chapter 07 teaches the seed's loop (`helpers.training`), one DataLoader batch at a time. Once the
+data is one tensor in memory (`helpers.data.mnist_tensors`), the same steps can run faster: `fit`
+picks batches by index, augments them on the batch (`helpers.augment`), steps a per-batch
+schedule where the recipe asks for one, and never copies a number to the host inside the loop
+(`loss.item()` waits for a GPU to finish each step). A new way to train belongs here, as an
+option of `fit`, not as another loop.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from helpers.augment import augment_batch
+from helpers.data import split_tensors, tensor_batches
+from helpers.models import MODELS
+from helpers.provenance import bookkeeping, code_hash
+from helpers.recipe import (
+    Recipe,
+    build_model,
+    build_optimizer,
+    build_schedule,
+    new_history,
+    steps_per_epoch,
+)
+
+Tensors = tuple[torch.Tensor, torch.Tensor]
+
+
+@torch.no_grad()
+def accuracy(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 2000
+) -> float:
+    """Accuracy in % of `model` (in eval mode) on tensors in memory, in large batches."""
+    model.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=labels.device)
+    for start in range(0, len(images), batch_size):
+        logits = model(images[start : start + batch_size])
+        correct += logits.argmax(1).eq(labels[start : start + batch_size]).sum()
+    return 100.0 * correct.item() / len(images)
+
+
+def fit(
+    recipe: Recipe,
+    train: Tensors,
+    held: Tensors,
+    every_epoch: bool | None = None,
+    target: float | None = None,
+) -> tuple[nn.Module, dict]:
+    """Train `recipe` from scratch on `train`; the model and a result with its history.
+
+    `held` is the validation split when `recipe.validation_size > 0`, else the test set, and is
+    then scored once, at the end, unless `every_epoch` says otherwise. With `target`, training
+    stops after the first epoch whose score reaches it. The data's device is the model's.
+    """
+    images, labels = train
+    if recipe.train_subset is not None:
+        images, labels = images[: recipe.train_subset], labels[: recipe.train_subset]
+    score = "val_acc" if recipe.validation_size else "test_acc"
+    every_epoch = bool(recipe.validation_size) if every_epoch is None else every_epoch
+    torch.manual_seed(recipe.seed)
+    random.seed(recipe.seed)
+    model = build_model(recipe).to(images.device)
+    optimizer = build_optimizer(recipe, model)
+    steps = steps_per_epoch(len(images), recipe.batch_size)
+    schedule, per_batch = build_schedule(recipe, optimizer, steps)
+    shuffle = torch.Generator().manual_seed(recipe.seed)
+    augment = torch.Generator().manual_seed(recipe.seed + 1)
+    history = new_history("train_loss", "lr", score, "seconds")
+    start = time.perf_counter()
+    for epoch in range(1, recipe.epochs + 1):
+        history["lr"].append(optimizer.param_groups[0]["lr"])
+        model.train()
+        loss_sum = torch.zeros((), device=images.device)
+        for x, y in tensor_batches(images, labels, recipe.batch_size, generator=shuffle):
+            if recipe.augment:
+                x = augment_batch(x, generator=augment)
+            loss = F.cross_entropy(model(x), y, label_smoothing=recipe.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if recipe.max_grad_norm is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
+            optimizer.step()
+            if per_batch:
+                schedule.step()
+            loss_sum += loss.detach()
+        if not per_batch:
+            schedule.step()
+        history["train_loss"].append(loss_sum.item() / steps)
+        if every_epoch or epoch == recipe.epochs:
+            history[score].append(accuracy(model, *held))
+        history["seconds"].append(time.perf_counter() - start)
+        if target is not None and history[score] and history[score][-1] >= target:
+            break
+    return model, {
+        "key": recipe.key(),
+        "recipe": asdict(recipe),
+        "history": history,
+        "val_acc": history[score][-1] if recipe.validation_size else None,
+        "test_acc": None if recipe.validation_size else history[score][-1],
+        "seconds": history["seconds"][-1],
+        "train_images": len(images),
+        "threads": torch.get_num_threads(),
+        "device": images.device.type,
+    }
+
+
+@bookkeeping
+def loop_code(recipe: Recipe) -> str:
+    """The hash of the code that trains `recipe` in memory: its data, the loop and the model."""
+    return code_hash(split_tensors, fit, MODELS[recipe.model])

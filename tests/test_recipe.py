@@ -1,0 +1,116 @@
+"""One recipe type: its defaults, its key, its checks, and what it builds (chapters 07, 09, 10)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+
+import pytest
+import torch
+from torch import nn
+
+from helpers import recipe as rc
+from helpers.models import MODELS, SimpleNN
+from helpers.recipe import (
+    BOOK_RECIPE,
+    Recipe,
+    build_model,
+    build_optimizer,
+    build_schedule,
+    make_adamw,
+    new_history,
+    steps_per_epoch,
+)
+
+TINY = Recipe(epochs=1, train_subset=512, batch_size=64)
+
+
+def test_the_defaults_are_the_seeds_recipe():
+    seed = Recipe()
+    assert (seed.model, seed.optimizer, seed.schedule) == ("SimpleNN", "adam", "step")
+    assert seed.lr == 1e-3
+    assert (seed.step_size, seed.gamma, seed.max_grad_norm) == (5, 0.5, 1.0)
+    assert (seed.batch_size, seed.epochs, seed.validation_size) == (64, 10, 0)
+    assert replace(seed, validation_size=5000) == BOOK_RECIPE
+
+
+def test_keys_name_recipes():
+    assert len(TINY.key()) == 16 and TINY.key() == replace(TINY).key()
+    assert TINY.key() != replace(TINY, seed=1).key()
+    assert TINY.key() != replace(TINY, lr=TINY.lr * 1.0001).key()
+    assert TINY.key() != TINY.shortened().key()
+
+
+def test_shortened_recipes_are_quick():
+    short = BOOK_RECIPE.shortened()
+    assert (short.epochs, short.train_subset) == (rc.QUICK_EPOCHS, rc.QUICK_SUBSET)
+    assert short.validation_size == BOOK_RECIPE.validation_size
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("model", "Transformer", "model 'Transformer': choose one of"),
+        ("optimizer", "adagrad", "optimizer 'adagrad'"),
+        ("schedule", "linear", "schedule 'linear'"),
+        ("epochs", 0, "at least 1"),
+    ],
+)
+def test_a_recipe_no_loop_can_run_is_refused_at_once(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        Recipe(**{field: value})
+
+
+def test_every_registered_model_builds_and_dropout_overrides():
+    for name in MODELS:
+        model = build_model(Recipe(model=name))
+        assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10), name
+    lowered = build_model(Recipe(dropout=0.2))
+    assert isinstance(lowered, SimpleNN) and lowered.dropout.p == 0.2
+    mlp = build_model(Recipe(model="MLP", model_kwargs={"hidden": [32, 16]}))
+    assert [m.out_features for m in mlp.modules() if isinstance(m, nn.Linear)] == [32, 16, 10]
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd", "rmsprop"])
+@pytest.mark.parametrize("schedule", ["step", "onecycle", "cosine", "constant"])
+def test_every_optimizer_and_schedule_builds(optimizer, schedule):
+    recipe = replace(TINY, optimizer=optimizer, schedule=schedule, warmup_epochs=0.5)
+    model = build_model(recipe)
+    opt = build_optimizer(recipe, model)
+    sched, per_batch = build_schedule(recipe, opt, steps_per_epoch=10)
+    assert per_batch == (schedule != "step")
+    opt.step()
+    sched.step()
+
+
+def test_the_seeds_optimizer_and_schedule():
+    model = build_model(Recipe())
+    opt = build_optimizer(Recipe(), model)
+    sched, per_batch = build_schedule(Recipe(), opt, steps_per_epoch=100)
+    assert type(opt) is torch.optim.Adam and not per_batch
+    rates = []
+    for _ in range(10):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert rates == [1e-3] * 5 + [5e-4] * 5
+
+
+def test_make_adamw_is_plain_adam_without_weight_decay():
+    params = [nn.Parameter(torch.ones(3))]
+    optimizer = make_adamw(params, lr=0.1)
+    assert optimizer.defaults["weight_decay"] == 0.0 and optimizer.defaults["lr"] == 0.1
+
+
+def test_histories_share_one_vocabulary():
+    assert new_history("train_loss", "val_acc") == {"train_loss": [], "val_acc": []}
+    with pytest.raises(ValueError, match="unknown history keys"):
+        new_history("learning_rates")
+
+
+def test_steps_per_epoch_counts_the_last_partial_batch():
+    assert [steps_per_epoch(n, 64) for n in (1, 64, 65, 60_000)] == [1, 1, 2, 938]
+
+
+def test_a_recipe_round_trips_through_plain_data():
+    recipe = replace(BOOK_RECIPE, model="MLP", model_kwargs={"hidden": [64]})
+    assert Recipe(**asdict(recipe)) == recipe

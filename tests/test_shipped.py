@@ -1,0 +1,71 @@
+"""The artifacts that ship with helpers: each listed, intact, and made by today's code.
+
+Chapter 07's checkpoint and chapter 09's results ship so that later chapters show the book's
+numbers without training. They are honest only while the training code that made them is the
+code in the package: if this test fails after a change to a loop, a model or their data, the
+artifacts must be made again (`scripts/book_tools.py ship-checkpoint` after a full run of chapter
+07; `ship-experiments` for chapter 09), not the test relaxed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from helpers import experiments, training
+from helpers.loop import loop_code
+from helpers.recipe import BOOK_RECIPE, Recipe
+
+SHIPPED = Path(training.__file__).parent / "shipped"
+MANIFEST = json.loads((SHIPPED / "manifest.json").read_text())
+FILES = sorted(
+    str(p.relative_to(SHIPPED))
+    for p in SHIPPED.rglob("*")
+    if p.is_file() and p.name != "manifest.json"
+)
+
+
+def test_every_shipped_file_is_in_the_manifest_and_intact():
+    assert sorted(MANIFEST) == FILES, "files and manifest entries differ"
+    for name, entry in MANIFEST.items():
+        digest = hashlib.sha256((SHIPPED / name).read_bytes()).hexdigest()
+        assert digest == entry["sha256"], f"{name} changed since it was shipped"
+        assert {"recipe", "made_by", "commit", "date", "chapter"} <= set(entry), name
+
+
+@pytest.mark.parametrize("name", [n for n in FILES if n.startswith("checkpoints/")])
+def test_the_shipped_checkpoint_was_made_by_todays_code(name):
+    state = training.read_checkpoint(SHIPPED / name)
+    recipe = Recipe(**state["recipe"])
+    assert (
+        state["made_by"] == MANIFEST[name]["made_by"] and recipe.key() == MANIFEST[name]["recipe"]
+    )
+    assert state["made_by"]["code"] == training.seed_loop_code(recipe), (
+        f"{name}: chapter 07's training code changed since it was made; run chapter 07 in full "
+        "and `python scripts/book_tools.py ship-checkpoint`"
+    )
+
+
+def test_chapter_08s_model_ships():
+    path = training.shipped_checkpoint(BOOK_RECIPE)
+    assert training.is_current(path, BOOK_RECIPE)
+    assert training.read_checkpoint(path)["epoch"] == BOOK_RECIPE.epochs
+
+
+@pytest.mark.parametrize("name", [n for n in FILES if n.startswith("results/")])
+def test_each_shipped_result_was_made_by_todays_code(name):
+    result = experiments.read_result(SHIPPED / name)
+    recipe = Recipe(**result["recipe"])
+    assert recipe.key() == Path(name).stem == MANIFEST[name]["recipe"]
+    assert result["made_by"] == MANIFEST[name]["made_by"] and not result["quick"]
+    assert result["made_by"]["code"] == loop_code(recipe), (
+        f"{name}: the in-memory training code changed since it was made; run "
+        "`python scripts/book_tools.py ship-experiments` (chapter 09's full run)"
+    )
+
+
+def test_chapter_09s_results_ship():
+    assert sum(n.startswith("results/") for n in FILES) >= 50
