@@ -56,6 +56,9 @@ HUB_PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759
 
 DATA_ENV_VAR = "MNIST_BOOK_DATA"
 
+# MNIST's ten classes, the digits, as the labels name them.
+DIGITS = tuple(range(10))
+
 # The seed's Normalize constants; chapter 01 recomputes them from the training images.
 SEED_MEAN, SEED_STD = 0.1307, 0.3081
 

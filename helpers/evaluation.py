@@ -11,7 +11,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torch import nn
 from torch.utils.data import DataLoader
 
-DIGITS = list(range(10))
+from helpers.data import DIGITS
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from torch.utils.data import Dataset
 
-DIGITS = list(range(10))
+from helpers.data import DIGITS
 
 
 def _as_array(image: object) -> np.ndarray:

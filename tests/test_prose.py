@@ -25,7 +25,7 @@ NOT_IN_OUTPUTS = {
     "04_graph.ipynb": {"7.5": "fc2's share of the FLOPs, worked out in exercise 3's solution"},
     "08_evaluation.ipynb": {
         "99.8": "the best published MNIST results, for comparison",
-        "6.8": "100% - 93.2%, the share of images the model is sure about",
+        "6.7": "100% - 93.3%, the share of images the model is not sure about",
     },
     "09_improving.ipynb": {
         "98.9": "LeCun's table: the 800-unit MLP trained on distorted images",
