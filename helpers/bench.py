@@ -49,15 +49,8 @@ FAST_MLP = Recipe(
     batch_size=256,
     max_grad_norm=None,
 )
-FAST_CNN = Recipe(
-    model="SmallCNN",
-    optimizer="adamw",
-    lr=5e-3,
-    schedule="onecycle",
-    epochs=4,
-    batch_size=256,
-    max_grad_norm=None,
-)
+# The CNN: the same optimizer and schedule, peaking at 0.005.
+FAST_CNN = replace(FAST_MLP, model="SmallCNN", model_kwargs={}, lr=5e-3)
 
 
 class FirstBatches:

@@ -9,18 +9,10 @@ import torch
 from torch import nn
 
 from helpers import loop
-from helpers.recipe import Recipe
+from helpers.bench import FAST_MLP
 
-FAST = Recipe(
-    model="SimpleNN",
-    model_kwargs={"hidden_size": 64, "dropout": 0.1},
-    optimizer="adamw",
-    lr=3e-3,
-    schedule="onecycle",
-    epochs=4,
-    batch_size=64,
-    max_grad_norm=None,
-)
+# Chapter 10's MLP recipe, narrower and on small batches: a few seconds on a CPU.
+FAST = replace(FAST_MLP, model_kwargs={"hidden_size": 64, "dropout": 0.1}, batch_size=64)
 
 
 def test_fit_lowers_the_loss_and_scores_the_test_set_once(subset):
