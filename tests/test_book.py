@@ -273,3 +273,66 @@ def test_chapter_imports_only_what_it_or_an_earlier_chapter_teaches(path):
     assert not unknown, f"not helpers modules: {unknown}"
     later = {m: helpers.TAUGHT_IN[m] for m in used if helpers.TAUGHT_IN[m] > chapter}
     assert not later, f"chapter {chapter} uses modules a later chapter teaches: {later}"
+
+
+PREREQUISITES = re.compile(r"^\*Prerequisites: (.+?)\. Reading time: about (\d+) minutes\.", re.M)
+
+
+def stated_prerequisites(path: Path) -> tuple[set[int], int]:
+    """The chapters a chapter's opening names as prerequisites, and its stated reading time."""
+    found = PREREQUISITES.search(cell_text(json.loads(path.read_text())["cells"][0]))
+    assert found, (
+        f"{path.name}: the opening says *Prerequisites: ... Reading time: about N minutes.*"
+    )
+    return {int(n) for n in re.findall(r"\d+", found.group(1))}, int(found.group(2))
+
+
+def prose_words(path: Path) -> int:
+    """Words of a chapter's markdown, code blocks left out (a reader reads code more slowly)."""
+    cells = json.loads(path.read_text())["cells"]
+    text = "\n".join(cell_text(c) for c in cells if c["cell_type"] == "markdown")
+    return len(re.sub(r"```.*?```", "", text, flags=re.S).split())
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_opens_with_prerequisites_that_cover_what_it_uses_and_its_reading_time(path):
+    chapter = int(path.stem[:2])
+    named = {int(p.stem[:2]): stated_prerequisites(p)[0] for p in CHAPTERS}
+    closure, frontier = set(), set(named[chapter])
+    while frontier:  # a prerequisite's prerequisites are prerequisites too
+        closure |= frontier
+        frontier = set().union(*(named[c] for c in frontier)) - closure
+    assert all(c < chapter for c in named[chapter]), "a prerequisite comes earlier in the book"
+    used = {helpers.TAUGHT_IN[m] for m in helper_modules_used(path)} - {0, chapter}
+    assert used <= closure, f"uses helpers taught in chapters {sorted(used - closure)}: name them"
+    # 200 words a minute, rounded to 5 minutes: a guide, kept honest as the chapter grows.
+    minutes = stated_prerequisites(path)[1]
+    assert minutes == max(5, 5 * round(prose_words(path) / 1000)), prose_words(path)
+
+
+CITATION = re.compile(r"\{cite:[tp]\}`([^`]+)`")
+
+
+def bibliography_keys() -> set[str]:
+    return set(
+        re.findall(r"^@\w+\{([\w-]+),", (ROOT / "book" / "references.bib").read_text(), re.M)
+    )
+
+
+def cited_keys(text: str) -> set[str]:
+    return {key.strip() for keys in CITATION.findall(text) for key in keys.split(",")}
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_ends_with_further_reading_cited_from_the_bibliography(path):
+    cells = json.loads(path.read_text())["cells"]
+    last = cell_text(cells[-1])
+    assert cells[-1]["cell_type"] == "markdown" and last.startswith("## Further reading")
+    cited = {key.strip() for keys in CITATION.findall(last) for key in keys.split(",")}
+    assert len(cited) >= 2, "the papers behind the chapter's ideas"
+    everywhere = {
+        k.strip() for c in cells for ks in CITATION.findall(cell_text(c)) for k in ks.split(",")
+    }
+    assert everywhere <= bibliography_keys(), (
+        f"not in book/references.bib: {everywhere - bibliography_keys()}"
+    )
