@@ -15,7 +15,7 @@ import torch
 from helpers.data import mnist_tensors
 
 NETWORK = {"test_real_fetch_through_the_package_index"}
-SLOW_FIXTURES = {"quick_rows", "built_book"}
+SLOW_FIXTURES = {"quick_rows", "built_book", "script_run"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
