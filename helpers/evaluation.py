@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,3 +93,43 @@ def most_confused_pairs(cm: np.ndarray, k: int = 5) -> list[tuple[int, int, int]
         (int(i), int(j), int(off[i, j]))
         for i, j in zip(*np.unravel_index(order, off.shape), strict=True)
     ]
+
+
+@torch.no_grad()
+def layer_outputs(model: nn.Module, images: torch.Tensor, layers: Sequence[str]) -> dict:
+    """The outputs of the named submodules (e.g. 'bn2') for `images`, in eval mode, on the CPU.
+
+    Forward hooks record what each layer returns while the model runs once; they are removed
+    afterwards, so the model is left as it was found.
+    """
+    model.eval()
+    seen: dict[str, torch.Tensor] = {}
+    modules = dict(model.named_modules())
+    missing = [name for name in layers if name not in modules]
+    if missing:
+        raise KeyError(f"no submodule named {missing}; the model has {list(modules)[1:]}")
+    hooks = [
+        modules[name].register_forward_hook(
+            lambda _m, _i, out, name=name: seen.__setitem__(name, out.detach().cpu())
+        )
+        for name in layers
+    ]
+    try:
+        model(images.to(next(model.parameters()).device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seen
+
+
+def input_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """d loss / d image for every image (a *saliency map*), in eval mode, on the CPU.
+
+    The same backward pass as training, carried one step further, to the pixels: it says how
+    each pixel would have to change to raise (positive) or lower (negative) the loss.
+    """
+    model.eval()
+    x = images.to(next(model.parameters()).device).clone().requires_grad_()
+    loss = nn.functional.cross_entropy(model(x), labels.to(x.device), reduction="sum")
+    (grad,) = torch.autograd.grad(loss, x)
+    return grad.cpu()

@@ -238,3 +238,26 @@ def confident_mistakes(images: torch.Tensor, probs: torch.Tensor, targets: torch
     axes[-1, 1].set_xlabel("digit (green: true, red: predicted)")
     fig.tight_layout()
     return fig
+
+
+def weight_images(weights: torch.Tensor, cols: int = 16, title: str = "") -> Figure:
+    """Each row of a weight matrix (or each filter) as a small image, on one symmetric scale.
+
+    Red pixels push the unit's output up, blue pixels down; white ones do not matter. One scale
+    for all, so that a faint image is a unit with small weights, not a rescaled one.
+    """
+    weights = weights.detach().cpu()
+    side = int(round(weights[0].numel() ** 0.5))
+    if side * side != weights[0].numel():
+        raise ValueError(f"rows of {weights[0].numel()} values are not square images")
+    images = weights.reshape(len(weights), side, side)
+    rows = (len(images) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(0.75 * cols, 0.75 * rows + 0.5), squeeze=False)
+    limit = float(images.abs().max())
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image in zip(axes.flat, images, strict=False):
+        ax.imshow(image.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

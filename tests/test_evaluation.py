@@ -61,3 +61,36 @@ def test_predict_matches_the_model_in_eval_mode():
     torch.testing.assert_close(p.probs, model(x).softmax(1))
     assert torch.equal(p.targets, y)
     torch.testing.assert_close(p.probs.sum(1), torch.ones(20))
+
+
+def test_layer_outputs_are_what_the_layers_compute_and_leave_no_hooks():
+    from helpers.models import SimpleNN
+
+    torch.manual_seed(0)
+    model = SimpleNN().train()
+    x = torch.randn(5, 1, 28, 28)
+    out = evaluation.layer_outputs(model, x, ["fc1", "bn2"])
+    assert not model.training, "evaluated in eval mode"
+    torch.testing.assert_close(out["fc1"], model.fc1(x.flatten(1)))
+    with torch.no_grad():
+        h = model.dropout(torch.relu(model.bn1(model.fc1(x.flatten(1)))))
+        torch.testing.assert_close(out["bn2"], model.bn2(model.fc2(h)))
+    assert all(not m._forward_hooks for m in model.modules()), "hooks removed"
+    with pytest.raises(KeyError, match="no submodule named"):
+        evaluation.layer_outputs(model, x, ["conv1"])
+
+
+def test_input_gradient_points_uphill_for_the_loss():
+    from helpers.models import SimpleNN
+
+    torch.manual_seed(0)
+    model = SimpleNN()
+    x, y = torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
+    grad = evaluation.input_gradient(model, x, y)
+    assert grad.shape == x.shape and not x.requires_grad
+
+    def loss(images):
+        with torch.no_grad():
+            return nn.functional.cross_entropy(model.eval()(images), y, reduction="sum").item()
+
+    assert loss(x + 1e-3 * grad.sign()) > loss(x) > loss(x - 1e-3 * grad.sign())

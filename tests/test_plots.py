@@ -194,3 +194,13 @@ def test_error_gallery_titles_and_mistake_bars():
     assert bars[5].get_facecolor() != bars[0].get_facecolor() != bars[3].get_facecolor()
     assert fig.axes[1].get_title() == "true 5, predicted 3 with p = 0.820"
     plt.close(fig)
+
+
+def test_weight_images_draws_each_row_as_a_square_on_one_symmetric_scale():
+    weights = torch.linspace(-2, 1, 3 * 16).reshape(3, 16)
+    fig = plots.weight_images(weights, cols=2)
+    shown = [ax.images[0] for ax in fig.axes if ax.images]
+    assert len(shown) == 3 and shown[0].get_array().shape == (4, 4)
+    assert all(image.get_clim() == (-2.0, 2.0) for image in shown)
+    with pytest.raises(ValueError, match="not square"):
+        plots.weight_images(torch.zeros(2, 10))
