@@ -12,6 +12,7 @@ python scripts/book_tools.py ship-experiments                 # ship chapter 09'
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import re
 import sys
@@ -151,6 +152,34 @@ def refresh_sources(path: Path) -> int:
             raise SystemExit(f"{path.name} cell {index} shows old source and does more: execute it")
         nb.cells[index].outputs = [nbformat.v4.new_output("stream", name="stdout", text=current)]
         changed += 1
+    if changed:
+        nbformat.write(nb, path)
+    return changed
+
+
+def is_check_cell(cell: nbformat.NotebookNode) -> bool:
+    """A code cell that asserts and prints nothing: a claim of the prose, turned into a test."""
+    if cell.cell_type != "code" or cell.get("outputs"):
+        return False
+    try:
+        tree = ast.parse(cell.source)
+    except SyntaxError:  # IPython magics: not a check cell
+        return False
+    return any(isinstance(node, ast.Assert) for node in ast.walk(tree))
+
+
+def fold_checks(path: Path) -> int:
+    """Tag every check cell `hide-input`, so the HTML book folds it; return cells changed.
+
+    The checks stay in the notebook and run under nbval; folded, they no longer break up the
+    prose of the rendered page after every paragraph (one click shows them).
+    """
+    nb = nbformat.read(path, as_version=4)
+    changed = 0
+    for cell in nb.cells:
+        if is_check_cell(cell) and "hide-input" not in cell.metadata.get("tags", []):
+            cell.metadata["tags"] = [*cell.metadata.get("tags", []), "hide-input"]
+            changed += 1
     if changed:
         nbformat.write(nb, path)
     return changed
@@ -325,6 +354,7 @@ def main() -> None:
     sync.add_argument("folder", nargs="?", type=Path, default=ROOT / "book", help=argparse.SUPPRESS)
     sub.add_parser("version", help="print the book's version (tag v<version>)")
     sub.add_parser("refresh-sources", help="re-print the helper source the chapters show")
+    sub.add_parser("fold-checks", help="fold every check cell in the HTML book (hide-input)")
     sub.add_parser("ship-checkpoint", help="ship chapter 07's full-run model with the package")
     sub.add_parser("ship-experiments", help="ship the results chapter 09's full run uses")
     args = parser.parse_args()
@@ -342,6 +372,10 @@ def main() -> None:
         for path in sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb")):
             print(f"{path.name}: {refresh_sources(path)} source cell(s) refreshed")
         return
+    if args.command == "fold-checks":
+        for path in sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb")):
+            print(f"{path.name}: {fold_checks(path)} check cell(s) folded")
+        return
     if args.command == "ship-checkpoint":
         print(f"shipped {ship_checkpoint().relative_to(ROOT)}")
         return
@@ -350,6 +384,7 @@ def main() -> None:
         return
     for path in args.notebooks:
         seconds = execute(path)
+        fold_checks(path)
         print(f"{path}: executed in {seconds:.1f} s", file=sys.stderr)
 
 

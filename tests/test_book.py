@@ -22,6 +22,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from book_tools import (  # noqa: E402
     book_version,
     displayed_sources,
+    fold_checks,
+    is_check_cell,
     repository_url,
     setup_cell_source,
     sync_setup_cell,
@@ -336,3 +338,29 @@ def test_chapter_ends_with_further_reading_cited_from_the_bibliography(path):
     assert everywhere <= bibliography_keys(), (
         f"not in book/references.bib: {everywhere - bibliography_keys()}"
     )
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_check_cells_are_folded_in_the_html_book_and_nothing_else_is(path):
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        folded = "hide-input" in cell.metadata.get("tags", [])
+        assert folded == is_check_cell(cell), (
+            f"{cell.source[:80]!r}: python scripts/book_tools.py fold-checks"
+        )
+
+
+def test_fold_checks_tags_only_output_less_assert_cells(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("assert 1 + 1 == 2"),
+        nbformat.v4.new_code_cell("print(2)\nassert True"),
+        nbformat.v4.new_code_cell("x = 1"),
+        nbformat.v4.new_markdown_cell("assert in prose"),
+    ]
+    nb.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="2\n")]
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    assert fold_checks(path) == 1 and fold_checks(path) == 0
+    tags = [c.metadata.get("tags", []) for c in nbformat.read(path, as_version=4).cells]
+    assert tags == [["hide-input"], [], [], []]
