@@ -56,4 +56,4 @@ TAUGHT_IN = {
 }
 
 __all__ = ["TAUGHT_IN", "is_quick", "pick_device", "seed_everything", "setup"]
-__version__ = "0.3.0"
+__version__ = "0.4.0"
