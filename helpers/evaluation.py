@@ -99,9 +99,10 @@ def most_confused_pairs(cm: np.ndarray, k: int = 5) -> list[tuple[int, int, int]
 def layer_outputs(model: nn.Module, images: torch.Tensor, layers: Sequence[str]) -> dict:
     """The outputs of the named submodules (e.g. 'bn2') for `images`, in eval mode, on the CPU.
 
-    Forward hooks record what each layer returns while the model runs once; they are removed
-    afterwards, so the model is left as it was found.
+    Forward hooks record what each layer returns while the model runs once; afterwards the hooks
+    are removed and the model's train/eval mode restored, so it is left as it was found.
     """
+    was_training = model.training
     model.eval()
     seen: dict[str, torch.Tensor] = {}
     modules = dict(model.named_modules())
@@ -119,6 +120,7 @@ def layer_outputs(model: nn.Module, images: torch.Tensor, layers: Sequence[str])
     finally:
         for hook in hooks:
             hook.remove()
+        model.train(was_training)
     return seen
 
 
@@ -128,8 +130,12 @@ def input_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor)
     The same backward pass as training, carried one step further, to the pixels: it says how
     each pixel would have to change to raise (positive) or lower (negative) the loss.
     """
+    was_training = model.training
     model.eval()
-    x = images.to(next(model.parameters()).device).clone().requires_grad_()
-    loss = nn.functional.cross_entropy(model(x), labels.to(x.device), reduction="sum")
-    (grad,) = torch.autograd.grad(loss, x)
+    try:
+        x = images.to(next(model.parameters()).device).clone().requires_grad_()
+        loss = nn.functional.cross_entropy(model(x), labels.to(x.device), reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x)
+    finally:
+        model.train(was_training)
     return grad.cpu()

@@ -70,7 +70,8 @@ def test_layer_outputs_are_what_the_layers_compute_and_leave_no_hooks():
     model = SimpleNN().train()
     x = torch.randn(5, 1, 28, 28)
     out = evaluation.layer_outputs(model, x, ["fc1", "bn2"])
-    assert not model.training, "evaluated in eval mode"
+    assert model.training, "the model's mode is restored"
+    model.eval()  # what the recorded outputs were computed in
     torch.testing.assert_close(out["fc1"], model.fc1(x.flatten(1)))
     with torch.no_grad():
         h = model.dropout(torch.relu(model.bn1(model.fc1(x.flatten(1)))))
@@ -86,8 +87,9 @@ def test_input_gradient_points_uphill_for_the_loss():
     torch.manual_seed(0)
     model = SimpleNN()
     x, y = torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
+    model.train()
     grad = evaluation.input_gradient(model, x, y)
-    assert grad.shape == x.shape and not x.requires_grad
+    assert grad.shape == x.shape and not x.requires_grad and model.training
 
     def loss(images):
         with torch.no_grad():
