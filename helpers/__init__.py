@@ -14,12 +14,12 @@ One module per idea, each traceable to the chapter that teaches it:
 - `helpers.recipe` - `Recipe`, the one settings type of every training run; what it builds (07)
 - `helpers.training` - the seed's training loop, checkpoints, exact resume (chapter 07)
 - `helpers.evaluation` - predictions, confusion matrix, per-class metrics, mistakes (chapter 08)
-- `helpers.augment` - augmentation on whole batches in memory (chapter 09)
-- `helpers.loop` - `fit`, the in-memory training loop of chapters 09 and 10 and the benchmark
-- `helpers.provenance` - what made a result: a hash of the training code, the versions (09)
-- `helpers.experiments` - the seed's suggestions as cached, seeded experiments (chapter 09)
-- `helpers.fast` - the fast path's pieces: tensors as a loader, cheap Dropout, profiling (10)
-- `helpers.bench` - `python -m helpers.bench`: the seed's pipeline vs the fast path (chapter 10)
+- `helpers.augment` - augmentation on whole batches in memory (chapter 10)
+- `helpers.loop` - `fit`, the in-memory training loop of chapters 10 and 11 and the benchmark
+- `helpers.provenance` - what made a result: a hash of the training code, the versions (10)
+- `helpers.experiments` - the seed's suggestions as cached, seeded experiments (chapter 10)
+- `helpers.fast` - the fast path's pieces: tensors as a loader, cheap Dropout, profiling (11)
+- `helpers.bench` - `python -m helpers.bench`: the seed's pipeline vs the fast path (chapter 11)
 
 Where new code goes. A new model: a class in `models` and an entry in `models.MODELS`, then any
 `Recipe` can name it. A new training option (an optimizer, a schedule, a regularizer): a `Recipe`
@@ -47,12 +47,12 @@ TAUGHT_IN = {
     "recipe": 7,
     "training": 7,
     "evaluation": 8,
-    "augment": 9,
-    "loop": 9,
-    "provenance": 9,
-    "experiments": 9,
-    "fast": 10,
-    "bench": 10,
+    "augment": 10,
+    "loop": 10,
+    "provenance": 10,
+    "experiments": 10,
+    "fast": 11,
+    "bench": 11,
 }
 
 __all__ = ["TAUGHT_IN", "is_quick", "pick_device", "seed_everything", "setup"]

@@ -1,4 +1,4 @@
-"""Augmentation on whole batches in memory (chapter 09).
+"""Augmentation on whole batches in memory (chapter 10).
 
 The seed augments with PIL transforms, one image at a time (`helpers.data.seed_augmentation`,
 chapter 02). Once the data is one tensor, one random affine map per image can be applied to the

@@ -1,4 +1,4 @@
-"""How fast the book trains, against the seed's pipeline (chapter 10).
+"""How fast the book trains, against the seed's pipeline (chapter 11).
 
     python -m helpers.bench [--quick] [--device cpu|cuda|mps] [--threads N] [--repeats N]
 
@@ -37,7 +37,7 @@ from helpers.recipe import Recipe
 from helpers.runtime import pick_device
 from helpers.training import train_epoch
 
-# The recipes `time_to_accuracy` runs (found on this book's 2-core build machine; see chapter 10):
+# The recipes `time_to_accuracy` runs (found on this book's 2-core build machine; see chapter 11):
 # AdamW with a one-cycle schedule, no clipping, scored on the test set after every epoch.
 FAST_MLP = Recipe(
     model="SimpleNN",

@@ -396,7 +396,7 @@ def mnist_transform(mean: float = SEED_MEAN, std: float = SEED_STD) -> transform
 def seed_augmentation() -> transforms.Compose:
     """The seed's optional augmentation: rotate up to 10 degrees, shift up to 10% each way.
 
-    It works on PIL images, so it goes before `mnist_transform()` (chapters 02 and 09).
+    It works on PIL images, so it goes before `mnist_transform()` (chapters 02 and 10).
     """
     return transforms.Compose(
         [transforms.RandomRotation(10), transforms.RandomAffine(0, translate=(0.1, 0.1))]
@@ -437,7 +437,7 @@ def mnist_loaders(
     """The seed's DataLoaders: shuffled training batches, ordered test batches.
 
     `num_workers=0` by default (the seed used 2): on a 2-core machine workers share the cores with
-    training and gain far less than holding the data in memory (chapter 10 measures both), and in
+    training and gain far less than holding the data in memory (chapter 11 measures both), and in
     notebooks they can fail under the `spawn` start method that macOS and Windows use.
     """
     train, test = mnist_datasets(root)
@@ -456,7 +456,7 @@ def pixel_stats(images: torch.Tensor) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------------------------------------
-# The fast path: a whole split held as one tensor (chapters 06 and 10)
+# The fast path: a whole split held as one tensor (chapters 06 and 11)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -482,7 +482,7 @@ def split_indices(n: int, validation_size: int) -> tuple[torch.Tensor, torch.Ten
     """(training, validation) indices: `validation_size` of `n` images held out, always the same.
 
     The order is `torch.randperm` with a generator seeded 0, as `random_split` draws it, so the
-    seed's DataLoader pipeline (chapter 07) and the in-memory one (chapters 09, 10) hold out the
+    seed's DataLoader pipeline (chapter 07) and the in-memory one (chapters 10, 11) hold out the
     same images. The split never depends on a recipe's seed: runs with different seeds are
     compared on the same validation images.
     """

@@ -1,11 +1,11 @@
-"""Measured experiments: one recipe in, one cached result out (chapter 09).
+"""Measured experiments: one recipe in, one cached result out (chapter 10).
 
 `run_experiment` trains a `helpers.recipe.Recipe` with the in-memory loop (`helpers.loop.fit`),
 records its history and time, and stores the result as JSON under `root / "experiments"`, named
 by the recipe's key: running the same recipe again loads the result instead of training. A
 stored result is used only while the code that made it is unchanged (`helpers.provenance`): edit
 the loop or a model and the recipe trains again. The results of the book's own full run of
-chapter 09 ship with the package (`SHIPPED_RESULTS`, listed in `helpers/shipped/manifest.json`),
+chapter 10 ship with the package (`SHIPPED_RESULTS`, listed in `helpers/shipped/manifest.json`),
 as chapter 07's model does, so the chapter loads in seconds on a fresh machine too.
 
 The protocol is the honest one. With `validation_size > 0` (5,000 images in this chapter's
@@ -154,7 +154,7 @@ def ablation_variants(base: Recipe = ABLATION_BASE) -> dict[str, Recipe]:
     }
 
 
-# The final MLP's recipe: LeCun's 784-800-10 shape, chapter 10's optimizer (AdamW, one-cycle to
+# The final MLP's recipe: LeCun's 784-800-10 shape, chapter 11's optimizer (AdamW, one-cycle to
 # 3e-3, batch 256), dropout 0.2, label smoothing 0.1, weight decay 0.01 and augmentation, 20
 # epochs; chosen on the 5,000 validation images.
 MLP_RECIPE = Recipe(
@@ -175,7 +175,7 @@ MLP_RECIPE = Recipe(
 # Both searches tune the MLP recipe's optimizer and regularization on short, 2-epoch runs.
 SEARCH_BASE = replace(MLP_RECIPE, epochs=2, augment=False)
 
-# The final CNN's recipe: LeNetLike, chapter 10's optimizer (AdamW, one-cycle to 5e-3, batch
+# The final CNN's recipe: LeNetLike, chapter 11's optimizer (AdamW, one-cycle to 5e-3, batch
 # 256), label smoothing, weight decay and augmentation, on a budget of 12 epochs.
 CNN_RECIPE = Recipe(
     model="LeNetLike",

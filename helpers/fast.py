@@ -1,4 +1,4 @@
-"""Training at the speed of the arithmetic (chapter 10).
+"""Training at the speed of the arithmetic (chapter 11).
 
 The data lives on the device as one normalized tensor (`helpers.data.mnist_tensors`) and batches
 are picked by index (`helpers.data.tensor_batches`). `TensorLoader` wraps that as a drop-in for a
@@ -54,7 +54,7 @@ class FastDropout(nn.Dropout):
 
     On a CPU, nn.Dropout draws its mask with `bernoulli_`, one random number per element (about
     16 ns each on this book's machine): at batch 1024 the seed network's two masks take about a
-    quarter of a training step (chapter 10). Here each random *byte* decides one element, kept
+    quarter of a training step (chapter 11). Here each random *byte* decides one element, kept
     when it is at least 256 p: exactly probability 1 - p whenever 256 p is a whole number (p =
     0.5, 0.25, ...). Any other p, in-place dropout and other devices (a GPU's dropout is already
     one fused kernel) fall back to nn.Dropout unchanged.

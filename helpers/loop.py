@@ -1,4 +1,4 @@
-"""The in-memory training loop: chapters 09 and 10, and the benchmark, train with it.
+"""The in-memory training loop: chapters 10 and 11, and the benchmark, train with it.
 
 Chapter 07 teaches the seed's loop (`helpers.training`), one DataLoader batch at a time. Once the
 data is one tensor in memory (`helpers.data.mnist_tensors`), the same steps can run faster: `fit`

@@ -1,4 +1,4 @@
-"""The networks of the book (chapter 03; chapter 09 adds more)."""
+"""The networks of the book (chapter 03; chapter 10 adds more)."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def parameter_table(model: nn.Module) -> list[tuple[str, tuple[int, ...], int]]:
 
 
 class SmallCNN(nn.Module):
-    """A small convolutional network built for speed on a CPU (chapter 10).
+    """A small convolutional network built for speed on a CPU (chapter 11).
 
     Two strided convolutions, each followed by BatchNorm and ReLU, take the image from
     1 x 28 x 28 to 32 x 14 x 14 (5 x 5 kernel, stride 2) and then to 64 x 7 x 7 (3 x 3, stride 2);
@@ -81,7 +81,7 @@ class SmallCNN(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# Chapter 09: wider, deeper, residual and convolutional variants
+# Chapter 10: wider, deeper, residual and convolutional variants
 # ---------------------------------------------------------------------------------------------
 
 

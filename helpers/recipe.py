@@ -1,10 +1,10 @@
-"""One recipe type for every training run in the book (chapters 07, 09, 10).
+"""One recipe type for every training run in the book (chapters 07, 10, 11).
 
 A `Recipe` names everything that decides a run: the model and its size, the optimizer, the
 learning-rate schedule, regularization, augmentation, the batch size, the seed and the validation
 split. Its defaults are the seed's recipe. `build_model`, `build_optimizer` and `build_schedule`
 turn it into the objects a loop needs, so chapter 07's loop (`helpers.training`) and the
-in-memory loop of chapters 09 and 10 (`helpers.loop`) build them the same way.
+in-memory loop of chapters 10 and 11 (`helpers.loop`) build them the same way.
 
 Every loop records its per-epoch history with the same names (`HISTORY_KEYS`), and accuracies
 are percentages everywhere.
@@ -87,7 +87,7 @@ class Recipe:
         return replace(self, epochs=QUICK_EPOCHS, train_subset=QUICK_SUBSET, step_size=1)
 
 
-# The model chapters 07 to 09 train, evaluate and improve on: the seed's recipe with 5,000
+# The model chapters 07, 08 and 10 train, evaluate and improve on: the seed's recipe with 5,000
 # training images held out for validation, so that the test set is used once, at the end.
 BOOK_RECIPE = Recipe(validation_size=5000)
 

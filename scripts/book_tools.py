@@ -6,7 +6,7 @@ python scripts/book_tools.py sync-setup-cell                  # write it into ev
 python scripts/book_tools.py version                          # print the book's version
 python scripts/book_tools.py refresh-sources                  # re-print helper source listings
 python scripts/book_tools.py ship-checkpoint                  # ship chapter 07's model
-python scripts/book_tools.py ship-experiments                 # ship chapter 09's results
+python scripts/book_tools.py ship-experiments                 # ship chapter 10's results
 """
 
 from __future__ import annotations
@@ -256,7 +256,7 @@ def update_manifest(folder: str, entries: dict[str, dict]) -> None:
 def ship_checkpoint() -> Path:
     """Copy the full run of `BOOK_RECIPE` (made by chapter 07) into the package, in the manifest.
 
-    Chapters 08 and 09 then evaluate exactly that model, in CI and on Colab, without training.
+    Chapters 08 and 10 then evaluate exactly that model, in CI and on Colab, without training.
     """
     import shutil
 
@@ -294,7 +294,7 @@ _experiments.run_experiment = _recording"""
 
 
 def ship_experiments() -> list[str]:
-    """Ship exactly the experiment results chapter 09 uses, from its full run.
+    """Ship exactly the experiment results chapter 10 uses, from its full run.
 
     The chapter runs (not saved) with `run_experiment` wrapped to record every result it asks
     for: those in the cache or already shipped load in seconds, missing ones train. Then the
@@ -305,7 +305,7 @@ def ship_experiments() -> list[str]:
 
     from helpers import experiments
 
-    nb = nbformat.read(ROOT / "book" / "09_improving.ipynb", as_version=4)
+    nb = nbformat.read(ROOT / "book" / "10_improving.ipynb", as_version=4)
     with tempfile.TemporaryDirectory() as tmp:
         record = Path(tmp) / "keys.json"
         nb.cells.insert(0, nbformat.v4.new_code_cell(RECORD_RESULTS))
@@ -329,7 +329,7 @@ def ship_experiments() -> list[str]:
     entries = {}
     for key, result in results.items():
         (experiments.SHIPPED_RESULTS / f"{key}.json").write_text(json.dumps(result, indent=1))
-        entries[f"{key}.json"] = {"recipe": key, "made_by": result["made_by"], "chapter": "09"}
+        entries[f"{key}.json"] = {"recipe": key, "made_by": result["made_by"], "chapter": "10"}
     update_manifest("results", entries)
     return keys
 
@@ -356,7 +356,7 @@ def main() -> None:
     sub.add_parser("refresh-sources", help="re-print the helper source the chapters show")
     sub.add_parser("fold-checks", help="fold every check cell in the HTML book (hide-input)")
     sub.add_parser("ship-checkpoint", help="ship chapter 07's full-run model with the package")
-    sub.add_parser("ship-experiments", help="ship the results chapter 09's full run uses")
+    sub.add_parser("ship-experiments", help="ship the results chapter 10's full run uses")
     args = parser.parse_args()
     if args.command == "setup-cell":
         print(setup_cell_source())
@@ -380,7 +380,7 @@ def main() -> None:
         print(f"shipped {ship_checkpoint().relative_to(ROOT)}")
         return
     if args.command == "ship-experiments":
-        print(f"shipped {len(ship_experiments())} results of chapter 09's full run")
+        print(f"shipped {len(ship_experiments())} results of chapter 10's full run")
         return
     for path in args.notebooks:
         seconds = execute(path)

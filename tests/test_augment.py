@@ -1,4 +1,4 @@
-"""Augmentation on whole batches (chapter 09)."""
+"""Augmentation on whole batches (chapter 10)."""
 
 from __future__ import annotations
 

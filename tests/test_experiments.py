@@ -1,4 +1,4 @@
-"""The experiment runner of chapter 09: models, costs, the cache and the searches."""
+"""The experiment runner of chapter 10: models, costs, the cache and the searches."""
 
 from __future__ import annotations
 

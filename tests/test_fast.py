@@ -1,4 +1,4 @@
-"""The fast path (chapter 10): TensorLoader, FastDropout, SmallCNN and the benchmark's output."""
+"""The fast path (chapter 11): TensorLoader, FastDropout, SmallCNN and the benchmark's output."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The in-memory loop every run of chapters 09 and 10 (and the benchmark) trains with."""
+"""The in-memory loop every run of chapters 10 and 11 (and the benchmark) trains with."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch import nn
 from helpers import loop
 from helpers.bench import FAST_MLP
 
-# Chapter 10's MLP recipe, narrower and on small batches: a few seconds on a CPU.
+# Chapter 11's MLP recipe, narrower and on small batches: a few seconds on a CPU.
 FAST = replace(FAST_MLP, model_kwargs={"hidden_size": 64, "dropout": 0.1}, batch_size=64)
 
 

@@ -27,12 +27,12 @@ NOT_IN_OUTPUTS = {
         "99.8": "the best published MNIST results, for comparison",
         "6.7": "100% - 93.3%, the share of images the model is not sure about",
     },
-    "09_improving.ipynb": {
+    "10_improving.ipynb": {
         "98.9": "LeCun's table: the 800-unit MLP trained on distorted images",
         "99.45": "a hypothetical accuracy in an explanation of noise",
         "99.65": "Ciresan et al.'s published MLP result, in Further reading",
     },
-    "10_fast_training.ipynb": {
+    "11_fast_training.ipynb": {
         "97.4": "the seed recipe's test accuracy, printed in chapters 07 and 08",
     },
 }

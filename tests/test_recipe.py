@@ -1,4 +1,4 @@
-"""One recipe type: its defaults, its key, its checks, and what it builds (chapters 07, 09, 10)."""
+"""One recipe type: its defaults, its key, its checks, and what it builds (chapters 07, 10, 11)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
 """The artifacts that ship with helpers: each listed, intact, and made by today's code.
 
-Chapter 07's checkpoint and chapter 09's results ship so that later chapters show the book's
+Chapter 07's checkpoint and chapter 10's results ship so that later chapters show the book's
 numbers without training. They are honest only while the training code that made them is the
 code in the package: if this test fails after a change to a loop, a model or their data, the
 artifacts must be made again (`scripts/book_tools.py ship-checkpoint` after a full run of chapter
-07; `ship-experiments` for chapter 09), not the test relaxed.
+07; `ship-experiments` for chapter 10), not the test relaxed.
 """
 
 from __future__ import annotations
@@ -63,9 +63,9 @@ def test_each_shipped_result_was_made_by_todays_code(name):
     assert result["made_by"] == MANIFEST[name]["made_by"] and not result["quick"]
     assert result["made_by"]["code"] == loop_code(recipe), (
         f"{name}: the in-memory training code changed since it was made; run "
-        "`python scripts/book_tools.py ship-experiments` (chapter 09's full run)"
+        "`python scripts/book_tools.py ship-experiments` (chapter 10's full run)"
     )
 
 
-def test_chapter_09s_results_ship():
+def test_chapter_10s_results_ship():
     assert sum(n.startswith("results/") for n in FILES) >= 50
