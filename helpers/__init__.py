@@ -5,7 +5,7 @@ One module per idea, each traceable to the chapter that teaches it:
 - `helpers.runtime` - the setup cell every chapter opens with (seed, threads, device, quick mode)
 - `helpers.idx` - the IDX file format, by hand (chapter 01)
 - `helpers.data` - MNIST on disk, verified; datasets, loaders, tensors, the validation split (01)
-- `helpers.plots` - the pictures of the data (chapter 02), of training and evaluation (07, 08)
+- `helpers.plots` - pictures of the data (02), of training and evaluation (07, 08), of a CNN (09)
 - `helpers.models` - the seed's network (chapter 03), the later ones, and `MODELS`, their registry
 - `helpers.graph` - the recorded graph, FLOPs and saved activations (chapter 04)
 - `helpers.backprop` - a backward pass written by hand (chapter 05)
@@ -14,6 +14,7 @@ One module per idea, each traceable to the chapter that teaches it:
 - `helpers.recipe` - `Recipe`, the one settings type of every training run; what it builds (07)
 - `helpers.training` - the seed's training loop, checkpoints, exact resume (chapter 07)
 - `helpers.evaluation` - predictions, confusion matrix, per-class metrics, mistakes (chapter 08)
+- `helpers.conv` - a convolution by hand, its output size, cost and receptive field (chapter 09)
 - `helpers.augment` - augmentation on whole batches in memory (chapter 10)
 - `helpers.loop` - `fit`, the in-memory training loop of chapters 10 and 11 and the benchmark
 - `helpers.provenance` - what made a result: a hash of the training code, the versions (10)
@@ -47,6 +48,7 @@ TAUGHT_IN = {
     "recipe": 7,
     "training": 7,
     "evaluation": 8,
+    "conv": 9,
     "augment": 10,
     "loop": 10,
     "provenance": 10,

@@ -1,4 +1,4 @@
-"""The networks of the book (chapter 03; chapter 10 adds more)."""
+"""The networks of the book (chapter 03; chapter 09 adds a CNN, chapter 10 more)."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def parameter_table(model: nn.Module) -> list[tuple[str, tuple[int, ...], int]]:
 
 
 class SmallCNN(nn.Module):
-    """A small convolutional network built for speed on a CPU (chapter 11).
+    """A small convolutional network built for speed on a CPU (chapters 09 and 11).
 
     Two strided convolutions, each followed by BatchNorm and ReLU, take the image from
     1 x 28 x 28 to 32 x 14 x 14 (5 x 5 kernel, stride 2) and then to 64 x 7 x 7 (3 x 3, stride 2);

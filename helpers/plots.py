@@ -1,4 +1,4 @@
-"""Pictures of the data (chapter 02) and of training and evaluation (chapters 07 and 08).
+"""Pictures of the data (chapter 02), of training and evaluation (07, 08) and of a CNN (09).
 
 Every function draws one figure with pyplot and returns it without showing it: a notebook shows
 it (`plt.show()`), a test inspects it.
@@ -258,6 +258,26 @@ def weight_images(weights: torch.Tensor, cols: int = 16, title: str = "") -> Fig
         ax.axis("off")
     for ax, image in zip(axes.flat, images, strict=False):
         ax.imshow(image.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def feature_maps(maps: torch.Tensor, cols: int = 8, title: str = "") -> Figure:
+    """Each channel of one image's activations (C, H, W) as a small grey image (chapter 09).
+
+    One scale for all channels, black at zero: a dark map is a filter that found nothing here.
+    """
+    maps = maps.detach().cpu()
+    if maps.dim() != 3:
+        raise ValueError(f"expected the maps of one image, (C, H, W); got {tuple(maps.shape)}")
+    rows = (len(maps) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(1.1 * cols, 1.1 * rows + 0.5), squeeze=False)
+    vmax = float(maps.max()) or 1.0
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image in zip(axes.flat, maps, strict=False):
+        ax.imshow(image.numpy(), cmap="gray", vmin=0, vmax=vmax)
     fig.suptitle(title)
     fig.tight_layout()
     return fig

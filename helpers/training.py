@@ -363,16 +363,16 @@ def checkpoint_path(recipe: Recipe, root: str | os.PathLike | None = None) -> Pa
 
 
 def shipped_checkpoint(recipe: Recipe) -> Path:
-    """The checkpoint of `recipe` that ships with the book (from its full run of chapter 07).
+    """The checkpoint of `recipe` that ships with the book (its full run of chapter 07 or 09).
 
-    Chapter 08 evaluates this one by default, so its numbers are the book's on every machine,
-    whatever a reader trained locally.
+    Chapters 08 to 10 evaluate these by default, so their numbers are the book's on every
+    machine, whatever a reader trained locally.
     """
     path = SHIPPED_CHECKPOINTS / checkpoint_path(recipe, ".").name
     if not path.is_file():
         raise FileNotFoundError(
             f"The book ships no checkpoint {path.name} for this recipe: load_or_train(recipe) "
-            "trains it (maintainers: run chapter 07 in full, then book_tools ship-checkpoint)."
+            "trains it (maintainers: run the chapter in full, then book_tools ship-checkpoint)."
         )
     return path
 

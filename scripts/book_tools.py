@@ -234,8 +234,10 @@ def git_commit() -> str:
     return git("rev-parse", "--short", "HEAD").strip() + ("-dirty" if git("status", "-s") else "")
 
 
-def update_manifest(folder: str, entries: dict[str, dict]) -> None:
+def update_manifest(folder: str, entries: dict[str, dict], prefix: str = "") -> None:
     """Replace the manifest's entries for `folder` (checkpoints/ or results/) with `entries`.
+
+    Only the entries whose file name starts with `prefix` are replaced (all, by default).
 
     Each entry records the file's sha256, the recipe key and what made it (`made_by`: the code
     hash, torch and helpers versions), the commit and the date; `tests/test_shipped.py` checks
@@ -245,7 +247,8 @@ def update_manifest(folder: str, entries: dict[str, dict]) -> None:
     import json
 
     manifest = json.loads(MANIFEST.read_text()) if MANIFEST.is_file() else {}
-    manifest = {name: e for name, e in manifest.items() if not name.startswith(f"{folder}/")}
+    replaced = f"{folder}/{prefix}"
+    manifest = {name: e for name, e in manifest.items() if not name.startswith(replaced)}
     made = {"commit": git_commit(), "date": datetime.date.today().isoformat()}
     for name, entry in entries.items():
         path = MANIFEST.parent / folder / name
@@ -253,28 +256,36 @@ def update_manifest(folder: str, entries: dict[str, dict]) -> None:
     MANIFEST.write_text(json.dumps(dict(sorted(manifest.items())), indent=1) + "\n")
 
 
-def ship_checkpoint() -> Path:
-    """Copy the full run of `BOOK_RECIPE` (made by chapter 07) into the package, in the manifest.
+def shipped_recipes() -> dict[str, object]:
+    """The recipes whose full-run checkpoints ship, by the chapter that trains them."""
+    from helpers.recipe import BOOK_CNN_RECIPE, BOOK_RECIPE
 
-    Chapters 08 and 10 then evaluate exactly that model, in CI and on Colab, without training.
+    return {"07": BOOK_RECIPE, "09": BOOK_CNN_RECIPE}
+
+
+def ship_checkpoint(chapter: str) -> Path:
+    """Copy the full run of a chapter's recipe into the package, and record it in the manifest.
+
+    Chapter 07 trains `BOOK_RECIPE`, which chapters 08 to 10 evaluate; chapter 09 trains
+    `BOOK_CNN_RECIPE`. Readers, CI and Colab then load exactly those models, without training.
     """
     import shutil
 
     from helpers import training
-    from helpers.recipe import BOOK_RECIPE
 
-    source = training.checkpoint_path(BOOK_RECIPE)
+    recipe = shipped_recipes()[chapter]
+    source = training.checkpoint_path(recipe)
     state = training.read_checkpoint(source)  # refuses a corrupt file
-    if state["epoch"] != BOOK_RECIPE.epochs:
-        raise SystemExit(f"{source.name} is unfinished: run chapter 07 in full first")
-    if not training.is_current(source, BOOK_RECIPE):
-        raise SystemExit(f"{source.name} was made by older training code: run chapter 07 again")
+    if state["epoch"] != recipe.epochs:
+        raise SystemExit(f"{source.name} is unfinished: run chapter {chapter} in full first")
+    if not training.is_current(source, recipe):
+        raise SystemExit(f"{source.name} was made by older training code: run chapter {chapter}")
     training.SHIPPED_CHECKPOINTS.mkdir(parents=True, exist_ok=True)
-    for old in training.SHIPPED_CHECKPOINTS.glob("*.pt"):
+    for old in training.SHIPPED_CHECKPOINTS.glob(f"{recipe.model}-*.pt"):  # this model's older runs
         old.unlink()
     shipped = Path(shutil.copy(source, training.SHIPPED_CHECKPOINTS / source.name))
-    entry = {"recipe": BOOK_RECIPE.key(), "made_by": state["made_by"], "chapter": "07"}
-    update_manifest("checkpoints", {shipped.name: entry})
+    entry = {"recipe": recipe.key(), "made_by": state["made_by"], "chapter": chapter}
+    update_manifest("checkpoints", {shipped.name: entry}, prefix=f"{recipe.model}-")
     return shipped
 
 
@@ -355,7 +366,8 @@ def main() -> None:
     sub.add_parser("version", help="print the book's version (tag v<version>)")
     sub.add_parser("refresh-sources", help="re-print the helper source the chapters show")
     sub.add_parser("fold-checks", help="fold every check cell in the HTML book (hide-input)")
-    sub.add_parser("ship-checkpoint", help="ship chapter 07's full-run model with the package")
+    ship = sub.add_parser("ship-checkpoint", help="ship a chapter's full-run model with helpers")
+    ship.add_argument("chapter", choices=["07", "09"], help="07: BOOK_RECIPE, 09: BOOK_CNN_RECIPE")
     sub.add_parser("ship-experiments", help="ship the results chapter 10's full run uses")
     args = parser.parse_args()
     if args.command == "setup-cell":
@@ -377,7 +389,7 @@ def main() -> None:
             print(f"{path.name}: {fold_checks(path)} check cell(s) folded")
         return
     if args.command == "ship-checkpoint":
-        print(f"shipped {ship_checkpoint().relative_to(ROOT)}")
+        print(f"shipped {ship_checkpoint(args.chapter).relative_to(ROOT)}")
         return
     if args.command == "ship-experiments":
         print(f"shipped {len(ship_experiments())} results of chapter 10's full run")

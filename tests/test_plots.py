@@ -204,3 +204,14 @@ def test_weight_images_draws_each_row_as_a_square_on_one_symmetric_scale():
     assert all(image.get_clim() == (-2.0, 2.0) for image in shown)
     with pytest.raises(ValueError, match="not square"):
         plots.weight_images(torch.zeros(2, 10))
+
+
+def test_feature_maps_draws_each_channel_on_one_scale_from_zero():
+    maps = torch.linspace(0, 3, 5 * 7 * 7).reshape(5, 7, 7)
+    fig = plots.feature_maps(maps, cols=4, title="maps")
+    shown = [ax.images[0] for ax in fig.axes if ax.images]
+    assert len(shown) == 5 and len(fig.axes) == 8 and shown[0].get_array().shape == (7, 7)
+    assert all(image.get_clim() == (0.0, 3.0) for image in shown)
+    with pytest.raises(ValueError, match=r"\(C, H, W\)"):
+        plots.feature_maps(torch.zeros(2, 5, 7, 7))
+    plt.close("all")

@@ -1,10 +1,11 @@
 """The artifacts that ship with helpers: each listed, intact, and made by today's code.
 
-Chapter 07's checkpoint and chapter 10's results ship so that later chapters show the book's
-numbers without training. They are honest only while the training code that made them is the
-code in the package: if this test fails after a change to a loop, a model or their data, the
-artifacts must be made again (`scripts/book_tools.py ship-checkpoint` after a full run of chapter
-07; `ship-experiments` for chapter 10), not the test relaxed.
+The checkpoints of chapters 07 and 09 and the results of chapter 10 ship so that later chapters
+show the book's numbers without training. They are honest only while the training code that made
+them is the code in the package: if this test fails after a change to a loop, a model or their
+data, the artifacts must be made again (`scripts/book_tools.py ship-checkpoint 07` after a full
+run of chapter 07, `ship-checkpoint 09` after chapter 09, `ship-experiments` for chapter 10), not
+the test relaxed.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 
 from helpers import experiments, training
 from helpers.loop import loop_code
-from helpers.recipe import BOOK_RECIPE, Recipe
+from helpers.recipe import BOOK_CNN_RECIPE, BOOK_RECIPE, Recipe
 
 SHIPPED = Path(training.__file__).parent / "shipped"
 MANIFEST = json.loads((SHIPPED / "manifest.json").read_text())
@@ -44,15 +45,17 @@ def test_the_shipped_checkpoint_was_made_by_todays_code(name):
         state["made_by"] == MANIFEST[name]["made_by"] and recipe.key() == MANIFEST[name]["recipe"]
     )
     assert state["made_by"]["code"] == training.seed_loop_code(recipe), (
-        f"{name}: chapter 07's training code changed since it was made; run chapter 07 in full "
-        "and `python scripts/book_tools.py ship-checkpoint`"
+        f"{name}: the seed's training code changed since it was made; run the chapter that trains "
+        f"it in full and `python scripts/book_tools.py ship-checkpoint {MANIFEST[name]['chapter']}`"
     )
 
 
-def test_chapter_08s_model_ships():
-    path = training.shipped_checkpoint(BOOK_RECIPE)
-    assert training.is_current(path, BOOK_RECIPE)
-    assert training.read_checkpoint(path)["epoch"] == BOOK_RECIPE.epochs
+@pytest.mark.parametrize(("chapter", "recipe"), [("07", BOOK_RECIPE), ("09", BOOK_CNN_RECIPE)])
+def test_the_models_chapters_07_and_09_train_ship(chapter, recipe):
+    path = training.shipped_checkpoint(recipe)
+    assert training.is_current(path, recipe)
+    assert training.read_checkpoint(path)["epoch"] == recipe.epochs
+    assert MANIFEST[f"checkpoints/{path.name}"]["chapter"] == chapter
 
 
 @pytest.mark.parametrize("name", [n for n in FILES if n.startswith("results/")])
