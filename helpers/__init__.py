@@ -21,6 +21,7 @@ One module per idea, each traceable to the chapter that teaches it:
 - `helpers.experiments` - the seed's suggestions as cached, seeded experiments (chapter 10)
 - `helpers.fast` - the fast path's pieces: tensors as a loader, cheap Dropout, profiling (11)
 - `helpers.bench` - `python -m helpers.bench`: the seed's pipeline vs the fast path (chapter 11)
+- `helpers.inference` - BatchNorm folded, weights exported, a drawing made MNIST-like (12)
 
 Where new code goes. A new model: a class in `models` and an entry in `models.MODELS`, then any
 `Recipe` can name it. A new training option (an optimizer, a schedule, a regularizer): a `Recipe`
@@ -55,6 +56,7 @@ TAUGHT_IN = {
     "experiments": 10,
     "fast": 11,
     "bench": 11,
+    "inference": 12,
 }
 
 __all__ = ["TAUGHT_IN", "is_quick", "pick_device", "seed_everything", "setup"]
