@@ -289,6 +289,50 @@ def ship_checkpoint(chapter: str) -> Path:
     return shipped
 
 
+WEB_BUNDLE = ROOT / "_static" / "mnist" / "weights.mjs"
+
+
+def web_bundle_text() -> str:
+    """The browser page's script: both shipped models, folded, and a row of test digits.
+
+    The digits: the first test image of each class, then the first two that the MLP gets wrong
+    and the first two that the CNN gets wrong, so that the page shows both models' mistakes.
+    """
+    import numpy as np
+    import torch
+
+    from helpers import data, inference, training
+    from helpers.recipe import BOOK_CNN_RECIPE, BOOK_RECIPE
+
+    raw = data.mnist_datasets(raw=True)[1]
+    images = raw.data.numpy()
+    labels = raw.targets.numpy()
+    x = torch.from_numpy(inference.normalize(images / 255)).float().unsqueeze(1)
+    models, wrong = {}, []
+    for key, recipe, title in (
+        ("mlp", BOOK_RECIPE, "the seed's MLP (chapter 7)"),
+        ("cnn", BOOK_CNN_RECIPE, "the book's CNN (chapter 9)"),
+    ):
+        run = training.load_checkpoint(training.shipped_checkpoint(recipe), torch.device("cpu"))
+        run.model.load_state_dict(run.best_state)
+        net = inference.folded(run.model.eval())
+        with torch.inference_mode():
+            preds = net(x).argmax(1).numpy()
+        accuracy = 100 * (preds == labels).mean()
+        models[key] = inference.export_weights(net, f"{title}: {accuracy:.2f}% on the test set")
+        wrong += [int(i) for i in np.nonzero(preds != labels)[0][:2]]
+    firsts = [int(np.nonzero(labels == d)[0][0]) for d in range(10)]
+    chosen = firsts + [i for i in dict.fromkeys(wrong) if i not in firsts]
+    return inference.web_bundle(models, images[chosen], labels[chosen].tolist())
+
+
+def export_web() -> Path:
+    """Write the page's script (`WEB_BUNDLE`); tests/test_web.py checks it is current."""
+    WEB_BUNDLE.parent.mkdir(parents=True, exist_ok=True)
+    WEB_BUNDLE.write_text(web_bundle_text())
+    return WEB_BUNDLE
+
+
 RECORD_RESULTS = """\
 import helpers.experiments as _experiments
 
@@ -369,6 +413,7 @@ def main() -> None:
     ship = sub.add_parser("ship-checkpoint", help="ship a chapter's full-run model with helpers")
     ship.add_argument("chapter", choices=["07", "09"], help="07: BOOK_RECIPE, 09: BOOK_CNN_RECIPE")
     sub.add_parser("ship-experiments", help="ship the results chapter 10's full run uses")
+    sub.add_parser("export-web", help="write the Draw-a-digit page's models (_static/mnist)")
     args = parser.parse_args()
     if args.command == "setup-cell":
         print(setup_cell_source())
@@ -390,6 +435,9 @@ def main() -> None:
         return
     if args.command == "ship-checkpoint":
         print(f"shipped {ship_checkpoint(args.chapter).relative_to(ROOT)}")
+        return
+    if args.command == "export-web":
+        print(f"wrote {export_web().relative_to(ROOT)}")
         return
     if args.command == "ship-experiments":
         print(f"shipped {len(ship_experiments())} results of chapter 10's full run")

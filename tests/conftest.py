@@ -9,11 +9,16 @@ Plain `pytest` runs everything.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+from pathlib import Path
+
 import pytest
 import torch
 
 from helpers.data import mnist_tensors
 
+ROOT = Path(__file__).resolve().parents[1]
 NETWORK = {"test_real_fetch_through_the_package_index"}
 SLOW_FIXTURES = {"quick_rows", "built_book", "script_run"}
 
@@ -35,3 +40,18 @@ def subset() -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, tor
     """2,048 training and 1,000 test images of MNIST, normalized (the loops' tests train on it)."""
     (x, y), (tx, ty) = mnist_tensors(True), mnist_tensors(False)
     return (x[:2048], y[:2048]), (tx[:1000], ty[:1000])
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory) -> Path:
+    """The HTML book, built once per session with warnings as errors (test_book, test_browser)."""
+    out = tmp_path_factory.mktemp("book")
+    exe = shutil.which("jupyter-book") or "jupyter-book"
+    done = subprocess.run(
+        [exe, "build", str(ROOT), "-W", "-n", "--keep-going", "--path-output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out / "_build" / "html"

@@ -6,7 +6,6 @@ import difflib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -184,21 +183,6 @@ def test_chapter_has_checks_summary_and_folded_exercises(path):
 def test_code_and_outputs_are_in_english(path):
     for cell in code_cells(path):
         assert not CJK.search(cell_text(cell) + output_text(cell)), cell_text(cell)[:80]
-
-
-@pytest.fixture(scope="module")
-def built_book(tmp_path_factory) -> Path:
-    """The HTML book, built once with warnings as errors."""
-    out = tmp_path_factory.mktemp("book")
-    exe = shutil.which("jupyter-book") or "jupyter-book"
-    done = subprocess.run(
-        [exe, "build", str(ROOT), "-W", "-n", "--keep-going", "--path-output", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return out / "_build" / "html"
 
 
 def test_book_builds_without_warnings(built_book):

@@ -1,0 +1,169 @@
+"""The built book in a real browser: the Draw-a-digit page reads drawn strokes and test digits.
+
+The built HTML is served on 127.0.0.1 and opened in headless Chromium (Debian's, driven by
+Playwright; `.ci/run` installs both). A screenshot of the page is kept in `_build/artifacts/`.
+Skipped, with the reason, only where no Chromium or no Playwright is installed.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import math
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "_build" / "artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium: apt-get install chromium")
+
+
+def ellipse(cx: float, cy: float, rx: float, ry: float, n: int = 40) -> list:
+    return [
+        (cx + rx * math.sin(2 * math.pi * k / n), cy - ry * math.cos(2 * math.pi * k / n))
+        for k in range(n + 1)
+    ]
+
+
+# Digits as a person might draw them on the 280 x 280 canvas: strokes of (x, y) points.
+STROKES = {
+    0: [ellipse(140, 140, 60, 95)],
+    1: [[(140, 40), (140, 240)]],
+    2: [[(80, 90), (110, 50), (170, 50), (195, 95), (160, 150), (80, 230), (210, 230)]],
+    3: [[(80, 60), (140, 40), (195, 80), (140, 135), (200, 180), (140, 240), (75, 215)]],
+    4: [[(120, 40), (80, 165), (210, 165)], [(175, 90), (175, 250)]],
+    5: [[(200, 45), (95, 45), (85, 130), (150, 115), (200, 165), (160, 235), (80, 220)]],
+    6: [[(180, 40), (110, 110), (85, 190), (120, 240), (180, 220), (185, 170), (140, 150)]],
+    7: [[(60, 50), (210, 50), (110, 240)]],
+    8: [ellipse(140, 95, 45, 55), ellipse(140, 190, 55, 55)],
+    9: [ellipse(140, 95, 50, 55), [(190, 95), (175, 250)]],
+}
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def served(built_book: Path) -> Iterator[str]:
+    """The built book on http://127.0.0.1:<free port>."""
+    handler = functools.partial(_Quiet, directory=str(built_book))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    with playwright.sync_playwright() as p:
+        args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=args)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def draw_page(browser: object, served: str) -> Iterator[tuple[object, dict]]:
+    """The page, ready, with what it logged and requested (errors, requests off 127.0.0.1)."""
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    seen: dict[str, list] = {"errors": [], "outside": []}
+    page.on("console", lambda m: seen["errors"].append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: seen["errors"].append(str(e)))
+    page.on(
+        "request",
+        lambda r: None if r.url.startswith((served, "data:")) else seen["outside"].append(r.url),
+    )
+    page.goto(f"{served}/book/draw.html")
+    page.wait_for_selector("#mnist-draw[data-ready]", timeout=30_000)
+    yield page, seen
+    page.close()
+
+
+def draw(page: object, strokes: list) -> str | None:
+    """Clear the canvas, draw the strokes with the mouse; the page's prediction."""
+    page.click(".md-clear")
+    canvas = page.locator(".md-canvas")
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        return box["x"] + x * box["width"] / 280, box["y"] + y * box["height"] / 280
+
+    for stroke in strokes:
+        page.mouse.move(*at(*stroke[0]))
+        page.mouse.down()
+        for point in stroke[1:]:
+            page.mouse.move(*at(*point), steps=8)
+        page.mouse.up()
+    return page.get_attribute(".md-answer", "data-prediction")
+
+
+def test_the_page_reads_drawn_digits_with_both_models(draw_page):
+    page, seen = draw_page
+    assert page.get_attribute("#mnist-draw", "data-ready") == "true", page.inner_text("#mnist-draw")
+    read = {}
+    for model in ("cnn", "mlp"):
+        page.select_option(".md-model", model)
+        read[model] = {d: draw(page, strokes) for d, strokes in STROKES.items()}
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "draw-page.png"), full_page=True)
+    right = {m: sum(str(d) == p for d, p in r.items()) for m, r in read.items()}
+    assert all(p is not None for r in read.values() for p in r.values()), read
+    assert right["cnn"] >= 9 and right["mlp"] >= 7, read  # stroke digits, not MNIST's handwriting
+    assert not seen["errors"] and not seen["outside"], seen
+
+
+def test_the_test_digits_are_read_as_the_models_read_them_in_python(draw_page):
+    page, seen = draw_page
+    buttons = page.locator(".md-example")
+    labels = [int(buttons.nth(i).inner_text().split()[-1]) for i in range(buttons.count())]
+    for model in ("cnn", "mlp"):
+        page.select_option(".md-model", model)
+        answers = []
+        for i in range(len(labels)):
+            buttons.nth(i).click()
+            answers.append(int(page.get_attribute(".md-answer", "data-prediction")))
+        assert answers[:10] == list(range(10)), (model, answers)  # the first of each class
+        assert sum(a != label for a, label in zip(answers, labels, strict=True)) >= 2, answers
+    assert not seen["errors"], seen
+
+
+def test_the_page_fits_a_phone(draw_page):
+    page, _ = draw_page
+    page.set_viewport_size({"width": 390, "height": 800})
+    page.wait_for_timeout(200)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "draw-page-phone.png"), full_page=True)
+    assert draw(page, STROKES[7]) == "7"
+
+
+def test_a_broken_weights_file_is_reported_in_words(browser, served, tmp_path):
+    page = browser.new_page()
+    page.route(
+        "**/_static/mnist/weights.mjs",
+        lambda route: route.fulfill(
+            status=200,
+            content_type="text/javascript",
+            body="window.MNIST_BOOK_WEIGHTS = {mlp: {format: 'mnist-book-weights/1', floats: 10, "
+            "layers: [], data: 'AAAA'}};",
+        ),
+    )
+    page.goto(f"{served}/book/draw.html")
+    page.wait_for_selector("#mnist-draw[data-ready]", timeout=30_000)
+    assert page.get_attribute("#mnist-draw", "data-ready") == "error"
+    status = page.inner_text(".md-status")
+    assert "could not be loaded" in status and "truncated" in status, status
+    page.route("**/_static/mnist/weights.mjs", lambda route: route.fulfill(status=404, body=""))
+    page.reload()
+    page.wait_for_selector("#mnist-draw[data-ready]", timeout=30_000)
+    assert "could not be loaded" in page.inner_text(".md-status")
+    page.close()

@@ -1,0 +1,126 @@
+"""The Draw-a-digit page's models and JavaScript (chapter 12): current, exact, run by Node."""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import data, inference, training
+from helpers.recipe import BOOK_CNN_RECIPE, BOOK_RECIPE
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLE = ROOT / "_static" / "mnist" / "weights.mjs"
+SPEC = importlib.util.spec_from_file_location("book_tools", ROOT / "scripts" / "book_tools.py")
+
+
+@pytest.fixture(scope="module")
+def book_tools():
+    module = importlib.util.module_from_spec(SPEC)
+    SPEC.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def book_models() -> dict:
+    models = {}
+    for key, recipe in (("mlp", BOOK_RECIPE), ("cnn", BOOK_CNN_RECIPE)):
+        run = training.load_checkpoint(training.shipped_checkpoint(recipe), torch.device("cpu"))
+        run.model.load_state_dict(run.best_state)
+        models[key] = run.model.eval()
+    return models
+
+
+@pytest.fixture(scope="module")
+def test_set() -> tuple[np.ndarray, np.ndarray]:
+    raw = data.mnist_datasets(raw=True)[1]
+    return raw.data.numpy(), raw.targets.numpy()
+
+
+def test_the_committed_bundle_is_what_export_web_writes_today(book_tools):
+    assert BUNDLE.read_text() == book_tools.web_bundle_text(), (
+        "the page's models are stale: python scripts/book_tools.py export-web"
+    )
+
+
+def test_the_bundle_reproduces_the_book_models_logits(book_models, test_set):
+    payload = inference.read_web_bundle(BUNDLE.read_text())
+    images = inference.normalize(test_set[0][:500] / 255)
+    x = torch.from_numpy(images).float().unsqueeze(1)
+    for key, model in book_models.items():
+        entry = payload[key]
+        logits = inference.numpy_forward(entry, entry["data"], images)
+        with torch.inference_mode():
+            expected = model(x).numpy()
+        np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-4)
+        assert (logits.argmax(1) == expected.argmax(1)).all()
+
+
+def test_the_bundle_shows_each_digit_and_each_models_mistakes(book_models, test_set):
+    examples = inference.read_web_bundle(BUNDLE.read_text())["examples"]
+    labels = examples["labels"]
+    images = np.frombuffer(base64.b64decode(examples["images"]), np.uint8)
+    images = images.reshape(len(labels), 28, 28)
+    assert labels[:10] == list(range(10))
+    x = torch.from_numpy(inference.normalize(images / 255)).float().unsqueeze(1)
+    for model in book_models.values():
+        with torch.inference_mode():
+            preds = model(x).argmax(1).numpy()
+        assert (preds != np.array(labels)).sum() >= 2, "each model gets some shown digits wrong"
+
+
+def _drawings(test_images: np.ndarray) -> list[np.ndarray]:
+    """Inks of several sizes and positions: digits enlarged off-centre, and uneven scales."""
+    inks = []
+    for n, (factor, top, left) in enumerate(((3, 5, 40), (2, 30, 3), (5, 0, 0))):
+        canvas = np.zeros((28 * factor + 50, 28 * factor + 45))
+        big = np.kron(test_images[n] / 255, np.ones((factor, factor)))
+        canvas[top : top + big.shape[0], left : left + big.shape[1]] = big
+        inks.append(canvas)
+    gen = np.random.default_rng(0)
+    blob = np.clip(gen.normal(size=(53, 37)), 0, None)  # no aspect ratio or scale is round
+    blob[:5] = 0
+    inks.append(blob / blob.max())
+    return inks
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
+def test_node_runs_the_pages_forward_pass_and_preprocessing(book_models, test_set, tmp_path):
+    images = inference.normalize(test_set[0][:40] / 255)
+    x = torch.from_numpy(images).float().unsqueeze(1)
+    with torch.inference_mode():
+        logits = {key: model(x).tolist() for key, model in book_models.items()}
+    drawings = [
+        {
+            "ink": ink.ravel().tolist(),
+            "height": ink.shape[0],
+            "width": ink.shape[1],
+            "expected": inference.mnist_style(ink).ravel().tolist(),
+        }
+        for ink in _drawings(test_set[0])
+    ]
+    golden = {
+        "bundle": str(BUNDLE),
+        "images": images.reshape(len(images), -1).tolist(),
+        "logits": logits,
+        "drawings": drawings,
+    }
+    path = tmp_path / "golden.json"
+    path.write_text(json.dumps(golden))
+    done = subprocess.run(
+        ["node", "--test", str(ROOT / "tests" / "js")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "MNIST_GOLDEN": str(path)},
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "# pass 3" in done.stdout and "# skipped 0" in done.stdout, done.stdout[-2000:]
