@@ -1,7 +1,7 @@
-"""The built book in a real browser: the Draw-a-digit page reads drawn strokes and test digits.
+"""The built book in a real browser: every page offline, and the Draw-a-digit page at work.
 
 The built HTML is served on 127.0.0.1 and opened in headless Chromium (Debian's, driven by
-Playwright; `.ci/run` installs both). A screenshot of the page is kept in `_build/artifacts/`.
+Playwright; `.ci/run` installs both). Screenshots of the page are kept in `_build/artifacts/`.
 Skipped, with the reason, only where no Chromium or no Playwright is installed.
 """
 
@@ -167,3 +167,58 @@ def test_a_broken_weights_file_is_reported_in_words(browser, served, tmp_path):
     page.wait_for_selector("#mnist-draw[data-ready]", timeout=30_000)
     assert "could not be loaded" in page.inner_text(".md-status")
     page.close()
+
+
+def _pages(built_book: Path) -> list[str]:
+    return sorted(
+        p.relative_to(built_book).as_posix() for p in (built_book / "book").glob("*.html")
+    )
+
+
+def test_every_page_reads_offline_at_a_phones_width(browser, served, built_book):
+    """Formulas typeset, widgets drawn, nothing fetched from elsewhere, no errors, nothing too wide.
+
+    MathJax, require.js and the widget manager are the book's own copies (_ext/book_html.py);
+    any request that leaves 127.0.0.1 is refused, as it would fail on a train.
+    """
+    context = browser.new_context(viewport={"width": 390, "height": 800})
+    outside: list[str] = []
+
+    def local_only(route: object) -> None:
+        url = route.request.url
+        if url.startswith((served, "data:")):
+            route.continue_()
+        else:
+            outside.append(url)
+            route.abort()
+
+    context.route("**/*", local_only)
+    problems = {}
+    for rel in _pages(built_book):
+        page = context.new_page()
+        errors: list[str] = []
+        page.on(
+            "console", lambda m, errors=errors: errors.append(m.text) if m.type == "error" else None
+        )
+        page.on("pageerror", lambda e, errors=errors: errors.append(str(e)))
+        page.goto(f"{served}/{rel}", wait_until="load")
+        html = (built_book / rel).read_text()
+        if 'class="math' in html:  # wait for MathJax to typeset the page
+            page.wait_for_selector("mjx-container", timeout=30_000)
+        views = html.count('type="application/vnd.jupyter.widget-view+json"')
+        if views:  # the widget manager replaces each view's script with the widget
+            drawn = f"document.querySelectorAll('.jupyter-widgets').length >= {views}"
+            page.wait_for_function(drawn, timeout=30_000)
+        page.wait_for_timeout(300)
+        found = {
+            "console errors": errors,
+            "raw TeX": page.evaluate("/\\\\\\(|\\\\\\[/.test(document.body.innerText)"),
+            "wider than 390 px": page.evaluate("document.documentElement.scrollWidth") > 390,
+        }
+        bad = {k: v for k, v in found.items() if v}
+        if bad:
+            problems[rel] = bad
+        page.close()
+    context.close()
+    assert not problems, problems
+    assert not outside, sorted(set(outside))[:10]
