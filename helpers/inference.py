@@ -16,11 +16,13 @@ import math
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import torch
 from torch import nn
 
+from helpers.bench import side_by_side
 from helpers.data import SEED_MEAN, SEED_STD
 from helpers.models import SimpleNN, SmallCNN
 
@@ -301,11 +303,14 @@ def _base64(blob: bytes) -> str:
 def latencies(calls: dict[str, Callable[[], object]], rounds: int = 5, repeats: int = 30) -> dict:
     """Seconds per call of each of `calls`, measured side by side: the best of `rounds` medians.
 
-    The rounds take turns, so a busy moment of a shared machine slows one round of every call,
-    not every round of one; the best round is the least disturbed.
+    The rounds take turns (`helpers.bench.side_by_side`, chapter 11), so a busy moment of a
+    shared machine slows one round of every call, not every round of one; the best round is the
+    least disturbed.
     """
-    best = {name: math.inf for name in calls}
-    for _ in range(rounds):
-        for name, fn in calls.items():
-            best[name] = min(best[name], latency(fn, repeats=repeats))
-    return best
+    timed = {name: partial(_median_call, fn, repeats) for name, fn in calls.items()}
+    runs = side_by_side(timed, rounds, warmup=False)
+    return {name: min(r["seconds"] for r in results) for name, results in runs.items()}
+
+
+def _median_call(fn: Callable[[], object], repeats: int) -> dict:
+    return {"seconds": latency(fn, repeats=repeats)}
