@@ -378,8 +378,10 @@
 
     loadWeights(element)
       .then((weights) => {
-        models = { mlp: readModel(weights.mlp), cnn: readModel(weights.cnn) };
-        for (const key of ["cnn", "mlp"]) {
+        const keys = Object.keys(weights).filter((key) => key !== "examples");
+        if (keys.length === 0) throw new Error("the weights file holds no model");
+        models = Object.fromEntries(keys.map((key) => [key, readModel(weights[key])]));
+        for (const key of keys) {
           make("option", { value: key, textContent: models[key].name }, choice);
         }
         showExamples(weights.examples);

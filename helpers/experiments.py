@@ -17,6 +17,7 @@ is for final models only.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -35,6 +36,7 @@ from helpers.provenance import stamp
 from helpers.recipe import BOOK_RECIPE, Recipe, build_model
 
 SHIPPED_RESULTS = Path(__file__).parent / "shipped" / "results"
+SHIPPED_MODELS = Path(__file__).parent / "shipped" / "models"
 
 
 def model_cost(model: nn.Module) -> dict[str, int]:
@@ -64,6 +66,7 @@ def run_experiment(
     root: str | os.PathLike | None = None,
     cache: bool = True,
     device: torch.device | str = "cpu",
+    keep_model: bool = False,
 ) -> dict:
     """Train `recipe`, or load its result if this code already ran it; returns the result dict.
 
@@ -73,21 +76,81 @@ def run_experiment(
     `val_acc` (or `test_acc` for a final model), `seconds`, `params`, `flops_forward` and
     `flops_train` (per image), `made_by` (`helpers.provenance.stamp`) and `cached`. A recipe
     that trains does so on `device` (a stored result is used whatever device made it).
+
+    With `keep_model`, the trained weights are kept too (`<key>.pt` beside the result, see
+    `read_model`) and the result gains `model`, in eval mode on the CPU; a stored result
+    without its weights then trains again.
     """
     if quick:
         recipe = recipe.shortened()
     path = cache_dir(root) / f"{recipe.key()}.json"
-    for stored in (path, SHIPPED_RESULTS / path.name) if cache else ():
-        result = read_result(stored, loop_code(recipe))
-        if result is not None:
-            return {**result, "cached": True}
+    folders = (path.parent, SHIPPED_RESULTS) if cache else ()
+    for folder in folders:
+        result = read_result(folder / path.name, loop_code(recipe))
+        model = read_model(recipe, result, folder) if keep_model and result else None
+        if result is not None and (model is not None or not keep_model):
+            return {**result, "cached": True, **({"model": model} if keep_model else {})}
     splits = data.split_tensors(recipe.validation_size, root, device)
-    _, result = fit(recipe, splits["train"], splits["held"])
+    model, result = fit(recipe, splits["train"], splits["held"])
     made_by = stamp(loop_code(recipe))
     result = {**result, **model_cost(build_model(recipe)), "quick": quick, "made_by": made_by}
+    if cache and keep_model:  # the weights first: a result without them is not yet complete
+        state = {"key": recipe.key(), "made_by": made_by, "model": model.cpu().state_dict()}
+        data.atomic_write(model_path(path), _torch_bytes(state))
     if cache:
         data.atomic_write(path, json.dumps(result, indent=1).encode())
-    return {**result, "cached": False}
+    kept = {"model": model.cpu().eval()} if keep_model else {}
+    return {**result, "cached": False, **kept}
+
+
+def model_path(result_path: Path) -> Path:
+    """Where the weights of the result stored at `result_path` are kept (`keep_model`)."""
+    folder = SHIPPED_MODELS if result_path.parent == SHIPPED_RESULTS else result_path.parent
+    return folder / f"{result_path.stem}.pt"
+
+
+def read_model(recipe: Recipe, result: dict, folder: Path) -> nn.Module | None:
+    """The model whose run is `result`, from its weights file; None if missing or not that run.
+
+    The weights must come from the same run as the result (the same key and the same `made_by`
+    stamp), so that the accuracy the result reports is the accuracy of these weights. The file
+    is read with `weights_only=True`: tensors and plain data, never code.
+    """
+    path = model_path(folder / f"{recipe.key()}.json")
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model = build_model(recipe)
+        model.load_state_dict(state["model"])
+        same_run = state["key"] == recipe.key() and state["made_by"] == result["made_by"]
+    except (RuntimeError, KeyError, TypeError, ValueError, EOFError) as error:
+        warnings.warn(f"ignoring unreadable weights {path} ({error}); training again", stacklevel=3)
+        return None
+    return model.eval() if same_run else None
+
+
+def shipped_model(recipe: Recipe) -> nn.Module:
+    """The model of a final recipe whose run ships with the book (chapter 10's final CNN).
+
+    Never trains: a missing or stale shipped run is an error that says how to make it again.
+    """
+    result = read_result(SHIPPED_RESULTS / f"{recipe.key()}.json", loop_code(recipe))
+    model = read_model(recipe, result, SHIPPED_RESULTS) if result is not None else None
+    if model is None:
+        raise FileNotFoundError(
+            f"The book ships no current weights for recipe {recipe.key()} ({recipe.model}): "
+            "run_experiment(recipe, keep_model=True) trains them (maintainers: "
+            "python scripts/book_tools.py ship-model)."
+        )
+    return model
+
+
+def _torch_bytes(state: dict) -> bytes:
+    """`state` as `torch.save` writes it, in memory (for `helpers.data.atomic_write`)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
 
 
 def read_result(path: Path, code: str | None = None) -> dict | None:

@@ -24,7 +24,7 @@ from torch import nn
 
 from helpers.bench import side_by_side
 from helpers.data import SEED_MEAN, SEED_STD
-from helpers.models import SimpleNN, SmallCNN
+from helpers.models import LeNetLike, SimpleNN, SmallCNN
 
 FORMAT = "mnist-book-weights/1"
 
@@ -51,7 +51,9 @@ def fold_batchnorm(
 
 
 def folded(model: nn.Module) -> nn.Sequential:
-    """An inference-only copy of `SimpleNN` or `SmallCNN`: BatchNorm folded in, Dropout gone.
+    """An inference-only copy of one of the book's networks: BatchNorm folded in, Dropout gone.
+
+    It knows `SimpleNN` (chapter 7), `SmallCNN` (chapter 9) and `LeNetLike` (chapter 10).
 
     Its logits equal the model's in eval mode, up to rounding; it cannot be trained further
     the same way (there is no BatchNorm left to normalize batches).
@@ -75,7 +77,19 @@ def folded(model: nn.Module) -> nn.Sequential:
             nn.Flatten(),
             copy.deepcopy(model.classifier),
         ).eval()
-    raise TypeError(f"folded() knows SimpleNN and SmallCNN, not {type(model).__name__}")
+    if isinstance(model, LeNetLike):
+        f, c = model.features, model.classifier
+        return nn.Sequential(
+            fold_batchnorm(f[0], f[1]),
+            nn.ReLU(),
+            fold_batchnorm(f[3], f[4]),
+            nn.ReLU(),
+            nn.Flatten(),
+            fold_batchnorm(c[0], c[1]),
+            nn.ReLU(),
+            copy.deepcopy(c[4]),
+        ).eval()
+    raise TypeError(f"folded() knows SimpleNN, SmallCNN and LeNetLike, not {type(model).__name__}")
 
 
 # ---------------------------------------------------------------------------------------------

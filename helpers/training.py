@@ -377,6 +377,13 @@ def shipped_checkpoint(recipe: Recipe) -> Path:
     return path
 
 
+def best_model(recipe: Recipe) -> nn.Module:
+    """The shipped run of `recipe` at its best validation epoch, in eval mode, on the CPU."""
+    run = load_checkpoint(shipped_checkpoint(recipe), torch.device("cpu"))
+    run.model.load_state_dict(run.best_state)
+    return run.model.eval()
+
+
 def is_current(path: Path, recipe: Recipe) -> bool:
     """Whether the checkpoint at `path` was made by today's code for `recipe` (else: stale)."""
     made_by = read_checkpoint(path).get("made_by") or {}

@@ -5,8 +5,9 @@ python scripts/book_tools.py setup-cell                       # print the canoni
 python scripts/book_tools.py sync-setup-cell                  # write it into every chapter
 python scripts/book_tools.py version                          # print the book's version
 python scripts/book_tools.py refresh-sources                  # re-print helper source listings
-python scripts/book_tools.py ship-checkpoint                  # ship chapter 07's model
+python scripts/book_tools.py ship-checkpoint 07               # ship chapter 07's model (or 09)
 python scripts/book_tools.py ship-experiments                 # ship chapter 10's results
+python scripts/book_tools.py ship-model                       # ship chapter 10's final CNN
 """
 
 from __future__ import annotations
@@ -289,33 +290,70 @@ def ship_checkpoint(chapter: str) -> Path:
     return shipped
 
 
+def ship_model() -> list[Path]:
+    """Ship chapter 10's final CNN: its weights and its result, from one run, with helpers.
+
+    Loads the run from the cache if this code made it with its weights kept, else trains it
+    (about 7 minutes on 2 cores), with the chapter's thread count: a different count sums in a
+    different order and ends a few test images apart. The Draw-a-digit page offers the model.
+    """
+    import shutil
+
+    import torch
+
+    from helpers import experiments, runtime
+
+    torch.set_num_threads(runtime.book_threads())  # as the chapter runs: its numbers, exactly
+    recipe = experiments.on_full_training_set(experiments.CNN_RECIPE)
+    result = experiments.run_experiment(recipe, keep_model=True)
+    if result["cached"] and not (experiments.cache_dir() / f"{recipe.key()}.pt").is_file():
+        return []  # it already ships, weights and result together
+    cached = experiments.cache_dir() / f"{recipe.key()}.json"
+    experiments.SHIPPED_MODELS.mkdir(parents=True, exist_ok=True)
+    shipped = [
+        Path(shutil.copy(cached, experiments.SHIPPED_RESULTS / cached.name)),
+        Path(shutil.copy(experiments.model_path(cached), experiments.SHIPPED_MODELS)),
+    ]
+    entry = {"recipe": recipe.key(), "made_by": result["made_by"], "chapter": "10"}
+    update_manifest("results", {cached.name: entry}, prefix=cached.name)
+    update_manifest("models", {f"{recipe.key()}.pt": entry})
+    return shipped
+
+
 WEB_BUNDLE = ROOT / "_static" / "mnist" / "weights.mjs"
 
 
-def web_bundle_text() -> str:
-    """The browser page's script: both shipped models, folded, and a row of test digits.
+def web_models() -> dict[str, tuple[str, object]]:
+    """The page's models by key, each with the title the page shows: the book's three networks."""
+    from helpers import experiments, training
+    from helpers.recipe import BOOK_CNN_RECIPE, BOOK_RECIPE
 
-    The digits: the first test image of each class, then the first two that the MLP gets wrong
-    and the first two that the CNN gets wrong, so that the page shows both models' mistakes.
+    final_cnn = experiments.on_full_training_set(experiments.CNN_RECIPE)
+    return {
+        "lenet": ("the book's final CNN (chapter 10)", experiments.shipped_model(final_cnn)),
+        "cnn": ("the CNN of chapter 9", training.best_model(BOOK_CNN_RECIPE)),
+        "mlp": ("the seed's MLP (chapter 7)", training.best_model(BOOK_RECIPE)),
+    }
+
+
+def web_bundle_text() -> str:
+    """The browser page's script: the book's models, folded, and a row of test digits.
+
+    The digits: the first test image of each class, then the first two that each model gets
+    wrong, so that the page shows every model's mistakes.
     """
     import numpy as np
     import torch
 
-    from helpers import data, inference, training
-    from helpers.recipe import BOOK_CNN_RECIPE, BOOK_RECIPE
+    from helpers import data, inference
 
     raw = data.mnist_datasets(raw=True)[1]
     images = raw.data.numpy()
     labels = raw.targets.numpy()
     x = torch.from_numpy(inference.normalize(images / 255)).float().unsqueeze(1)
     models, wrong = {}, []
-    for key, recipe, title in (
-        ("mlp", BOOK_RECIPE, "the seed's MLP (chapter 7)"),
-        ("cnn", BOOK_CNN_RECIPE, "the book's CNN (chapter 9)"),
-    ):
-        run = training.load_checkpoint(training.shipped_checkpoint(recipe), torch.device("cpu"))
-        run.model.load_state_dict(run.best_state)
-        net = inference.folded(run.model.eval())
+    for key, (title, model) in web_models().items():
+        net = inference.folded(model)
         with torch.inference_mode():
             preds = net(x).argmax(1).numpy()
         accuracy = 100 * (preds == labels).mean()
@@ -370,7 +408,10 @@ def ship_experiments() -> list[str]:
         keys = sorted(set(json.loads(record.read_text())))
     results = {}
     for key in keys:  # read them all before the shipped folder is emptied
-        for folder in (experiments.cache_dir(), experiments.SHIPPED_RESULTS):
+        folders = [experiments.cache_dir(), experiments.SHIPPED_RESULTS]
+        if (experiments.SHIPPED_MODELS / f"{key}.pt").is_file():
+            folders.reverse()  # keep the result of the run whose weights ship (ship-model)
+        for folder in folders:
             result = experiments.read_result(folder / f"{key}.json")
             current = result is not None and result["made_by"]["code"] == loop_code(result)
             if current and not result["quick"]:
@@ -413,6 +454,7 @@ def main() -> None:
     ship = sub.add_parser("ship-checkpoint", help="ship a chapter's full-run model with helpers")
     ship.add_argument("chapter", choices=["07", "09"], help="07: BOOK_RECIPE, 09: BOOK_CNN_RECIPE")
     sub.add_parser("ship-experiments", help="ship the results chapter 10's full run uses")
+    sub.add_parser("ship-model", help="ship chapter 10's final CNN (weights and result)")
     sub.add_parser("export-web", help="write the Draw-a-digit page's models (_static/mnist)")
     args = parser.parse_args()
     if args.command == "setup-cell":
@@ -435,6 +477,10 @@ def main() -> None:
         return
     if args.command == "ship-checkpoint":
         print(f"shipped {ship_checkpoint(args.chapter).relative_to(ROOT)}")
+        return
+    if args.command == "ship-model":
+        for path in ship_model():
+            print(f"shipped {path.relative_to(ROOT)}")
         return
     if args.command == "export-web":
         print(f"wrote {export_web().relative_to(ROOT)}")

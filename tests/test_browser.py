@@ -110,14 +110,14 @@ def test_the_page_reads_drawn_digits_with_both_models(draw_page):
     page, seen = draw_page
     assert page.get_attribute("#mnist-draw", "data-ready") == "true", page.inner_text("#mnist-draw")
     read = {}
-    for model in ("cnn", "mlp"):
+    for model in ("lenet", "cnn", "mlp"):
         page.select_option(".md-model", model)
         read[model] = {d: draw(page, strokes) for d, strokes in STROKES.items()}
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "draw-page.png"), full_page=True)
     right = {m: sum(str(d) == p for d, p in r.items()) for m, r in read.items()}
     assert all(p is not None for r in read.values() for p in r.values()), read
-    assert right["cnn"] >= 9 and right["mlp"] >= 7, read  # stroke digits, not MNIST's handwriting
+    assert right["lenet"] >= 9 and right["cnn"] >= 9 and right["mlp"] >= 7, read  # strokes, not ink
     assert not seen["errors"] and not seen["outside"], seen
 
 
@@ -125,7 +125,7 @@ def test_the_test_digits_are_read_as_the_models_read_them_in_python(draw_page):
     page, seen = draw_page
     buttons = page.locator(".md-example")
     labels = [int(buttons.nth(i).inner_text().split()[-1]) for i in range(buttons.count())]
-    for model in ("cnn", "mlp"):
+    for model in ("lenet", "cnn", "mlp"):
         page.select_option(".md-model", model)
         answers = []
         for i in range(len(labels)):

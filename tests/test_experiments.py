@@ -10,6 +10,7 @@ import torch
 
 from helpers import data, training
 from helpers import experiments as ex
+from helpers.loop import accuracy
 from helpers.models import MLP, LeNetLike, ResidualMLP, SimpleNN, count_parameters
 from helpers.recipe import BOOK_RECIPE, QUICK_EPOCHS, QUICK_SUBSET, Recipe
 
@@ -152,3 +153,30 @@ def test_a_result_made_by_other_code_is_trained_again(tmp_path):
         again = ex.run_experiment(TINY, quick=False, root=tmp_path)
     assert not again["cached"] and again["made_by"] == first["made_by"]
     assert ex.read_result(path, first["made_by"]["code"]) is not None  # replaced by a current one
+
+
+def test_kept_weights_are_the_run_the_result_reports(tmp_path, monkeypatch):
+    first = ex.run_experiment(TINY, quick=False, root=tmp_path, keep_model=True)
+    assert (ex.cache_dir(tmp_path) / f"{TINY.key()}.pt").is_file()
+    held = data.split_tensors(TINY.validation_size, tmp_path)["held"]
+    assert accuracy(first["model"], *held) == first["val_acc"]
+    monkeypatch.setattr(ex, "fit", lambda *a, **k: pytest.fail("trained again"))
+    again = ex.run_experiment(TINY, quick=False, root=tmp_path, keep_model=True)
+    assert again["cached"] and not again["model"].training
+    for name, tensor in first["model"].state_dict().items():
+        assert torch.equal(again["model"].state_dict()[name], tensor), name
+
+
+def test_a_result_without_its_own_weights_trains_again(tmp_path):
+    plain = ex.run_experiment(TINY, quick=False, root=tmp_path)  # no weights kept
+    kept = ex.run_experiment(TINY, quick=False, root=tmp_path, keep_model=True)
+    assert not kept["cached"] and "model" not in plain
+    weights = ex.cache_dir(tmp_path) / f"{TINY.key()}.pt"
+    state = torch.load(weights, weights_only=True)
+    other_run = {**state, "made_by": {**state["made_by"], "helpers": "0.0.0"}}
+    torch.save(other_run, weights)
+    assert not ex.run_experiment(TINY, quick=False, root=tmp_path, keep_model=True)["cached"]
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.warns(UserWarning, match="ignoring unreadable weights"):
+        again = ex.run_experiment(TINY, quick=False, root=tmp_path, keep_model=True)
+    assert not again["cached"] and ex.read_model(TINY, again, weights.parent) is not None

@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from helpers import data, inference, training
-from helpers.models import SimpleNN, SmallCNN
+from helpers.models import LeNetLike, SimpleNN, SmallCNN
 from helpers.recipe import BOOK_CNN_RECIPE, BOOK_RECIPE
 
 
@@ -46,7 +46,7 @@ def test_fold_batchnorm_is_pytorchs_fusion_for_linear_and_conv():
     assert cnn.features[0].bias is None, "the original layer is left as it was"
 
 
-@pytest.mark.parametrize("model_class", [SimpleNN, SmallCNN])
+@pytest.mark.parametrize("model_class", [SimpleNN, SmallCNN, LeNetLike])
 def test_folded_network_computes_the_models_eval_logits(model_class):
     model = _with_statistics(model_class())
     net = inference.folded(model)
@@ -58,7 +58,7 @@ def test_folded_network_computes_the_models_eval_logits(model_class):
 
 
 def test_folded_refuses_a_model_it_does_not_know():
-    with pytest.raises(TypeError, match="SimpleNN and SmallCNN, not Linear"):
+    with pytest.raises(TypeError, match="SmallCNN and LeNetLike, not Linear"):
         inference.folded(nn.Linear(2, 2))
 
 

@@ -1,11 +1,12 @@
 """The artifacts that ship with helpers: each listed, intact, and made by today's code.
 
-The checkpoints of chapters 07 and 09 and the results of chapter 10 ship so that later chapters
-show the book's numbers without training. They are honest only while the training code that made
-them is the code in the package: if this test fails after a change to a loop, a model or their
-data, the artifacts must be made again (`scripts/book_tools.py ship-checkpoint 07` after a full
-run of chapter 07, `ship-checkpoint 09` after chapter 09, `ship-experiments` for chapter 10), not
-the test relaxed.
+The checkpoints of chapters 07 and 09, the results of chapter 10 and the weights of its final CNN
+ship so that later chapters and the Draw-a-digit page show the book's numbers without training.
+They are honest only while the training code that made them is the code in the package: if this
+test fails after a change to a loop, a model or their data, the artifacts must be made again
+(`scripts/book_tools.py ship-checkpoint 07` after a full run of chapter 07, `ship-checkpoint 09`
+after chapter 09, `ship-experiments` for chapter 10, `ship-model` for its final CNN), not the
+test relaxed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import experiments, training
+from helpers import data, experiments, loop, training
 from helpers.loop import loop_code
 from helpers.recipe import BOOK_CNN_RECIPE, BOOK_RECIPE, Recipe
 
@@ -68,6 +69,24 @@ def test_each_shipped_result_was_made_by_todays_code(name):
         f"{name}: the in-memory training code changed since it was made; run "
         "`python scripts/book_tools.py ship-experiments` (chapter 10's full run)"
     )
+
+
+@pytest.mark.parametrize("name", [n for n in FILES if n.startswith("models/")])
+def test_each_shipped_model_is_the_run_its_result_reports(name):
+    key = Path(name).stem
+    result = experiments.read_result(SHIPPED / "results" / f"{key}.json")
+    recipe = Recipe(**result["recipe"])
+    model = experiments.read_model(recipe, result, experiments.SHIPPED_RESULTS)
+    assert model is not None, f"{name} is not the run of results/{key}.json"
+    assert MANIFEST[name]["made_by"] == result["made_by"] and MANIFEST[name]["recipe"] == key
+    images, labels = data.mnist_tensors(train=False)
+    assert loop.accuracy(model, images, labels) == result["test_acc"], "not the weights scored"
+
+
+def test_chapter_10s_final_cnn_ships_with_its_weights():
+    recipe = experiments.on_full_training_set(experiments.CNN_RECIPE)
+    assert type(experiments.shipped_model(recipe)).__name__ == "LeNetLike"
+    assert MANIFEST[f"models/{recipe.key()}.pt"]["chapter"] == "10"
 
 
 def test_chapter_10s_results_ship():

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import data, inference, training
-from helpers.recipe import BOOK_CNN_RECIPE, BOOK_RECIPE
+from helpers import data, inference
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "_static" / "mnist" / "weights.mjs"
@@ -30,13 +29,16 @@ def book_tools():
 
 
 @pytest.fixture(scope="module")
-def book_models() -> dict:
-    models = {}
-    for key, recipe in (("mlp", BOOK_RECIPE), ("cnn", BOOK_CNN_RECIPE)):
-        run = training.load_checkpoint(training.shipped_checkpoint(recipe), torch.device("cpu"))
-        run.model.load_state_dict(run.best_state)
-        models[key] = run.model.eval()
-    return models
+def book_models(book_tools) -> dict:
+    return {key: model for key, (_, model) in book_tools.web_models().items()}
+
+
+def test_the_page_offers_the_books_three_models(book_models):
+    payload = inference.read_web_bundle(BUNDLE.read_text())
+    assert [k for k in payload if k != "examples"] == ["lenet", "cnn", "mlp"], "best first"
+    kinds = {key: type(model).__name__ for key, model in book_models.items()}
+    assert kinds == {"lenet": "LeNetLike", "cnn": "SmallCNN", "mlp": "SimpleNN"}
+    assert "chapter 10" in payload["lenet"]["name"] and "chapter 7" in payload["mlp"]["name"]
 
 
 @pytest.fixture(scope="module")

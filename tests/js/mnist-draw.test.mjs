@@ -20,7 +20,9 @@ function bundle() {
 
 test("the forward pass reproduces PyTorch's logits", { skip }, () => {
   const weights = bundle();
-  for (const key of ["mlp", "cnn"]) {
+  const keys = Object.keys(golden.logits);
+  assert.deepEqual(keys, Object.keys(weights).filter((key) => key !== "examples"));
+  for (const key of keys) {
     const model = draw.readModel(weights[key]);
     golden.images.forEach((image, n) => {
       const logits = draw.forward(model, image);
