@@ -4,15 +4,17 @@ The data lives on the device as one normalized tensor (`helpers.data.mnist_tenso
 are picked by index (`helpers.data.tensor_batches`). `TensorLoader` wraps that as a drop-in for a
 DataLoader, so the seed's own `helpers.training.train_epoch` runs on it unchanged. `FastDropout`
 draws Dropout's random masks eight times more cheaply on a CPU, where they are a large part of a
-big-batch step. `profile_operators` shows where a step's time goes; `time_to_accuracy` times the
-in-memory loop (`helpers.loop.fit`) to a target accuracy.
+big-batch step. `profile_operators` shows where a step's time goes; `speedrun` times a fixed
+recipe of the in-memory loop (`helpers.loop.fit`) over several seeds, as public speedruns do.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+import statistics
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -131,21 +133,35 @@ def profile_operators(fn: Callable[[], object], warmup: bool = True) -> list[dic
     ]
 
 
-def time_to_accuracy(
-    recipe: Recipe, train: Tensors, test: Tensors, target: float
+def speedrun(
+    recipe: Recipe,
+    train: Tensors,
+    test: Tensors,
+    target: float,
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
 ) -> dict[str, object]:
-    """Seconds until `target` % test accuracy (None if never reached), with `helpers.loop.fit`.
+    """Train `recipe` once per seed for its planned epochs; its test accuracy and time per seed.
 
-    The test set is scored after every epoch and training stops at the first epoch that reaches
-    the target; the seconds include those evaluations. Returns `seconds`, `epochs`, `test_acc`
-    and the run's `history`.
+    The protocol of the public speedruns: the recipe is fixed in advance (chosen on the
+    validation split), each run trains for all its planned steps and is scored once, at the end,
+    and the time is the training plus that one evaluation (`helpers.loop.fit`). It counts when
+    the *mean* accuracy over the seeds reaches `target`, so that neither a lucky seed nor a lucky
+    epoch, picked by peeking at the test set, makes the number. Returns per-seed `test_acc` and
+    `seconds`, their `mean_acc`, `min_acc`, `max_acc`, `std_acc`, `median_s`, and `reached`.
     """
-    _, result = fit(recipe, train, test, every_epoch=True, target=target)
-    history = result["history"]
-    reached = result["test_acc"] >= target
+    accs, seconds = [], []
+    for seed in seeds:
+        _, result = fit(replace(recipe, seed=seed), train, test)
+        accs.append(result["test_acc"])
+        seconds.append(result["seconds"])
+    mean = statistics.mean(accs)
     return {
-        "seconds": result["seconds"] if reached else None,
-        "epochs": len(history["test_acc"]),
-        "test_acc": result["test_acc"],
-        "history": history,
+        "test_acc": accs,
+        "seconds": seconds,
+        "mean_acc": mean,
+        "min_acc": min(accs),
+        "max_acc": max(accs),
+        "std_acc": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+        "median_s": statistics.median(seconds),
+        "reached": mean >= target,
     }

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import bench, fast
+from helpers import bench, fast, loop
 from helpers.models import SimpleNN, SmallCNN, count_parameters
 from helpers.training import train_epoch
 
@@ -49,14 +49,23 @@ def test_the_seeds_train_epoch_runs_on_a_tensor_loader(subset):
     assert 30 < acc < 100 and loss < before  # the epoch's running figures say the same
 
 
-def test_time_to_accuracy_stops_at_the_target(subset):
+def test_speedrun_trains_each_seed_for_the_whole_recipe(subset):
     train, test = subset
-    recipe = replace(bench.FAST_MLP, model_kwargs={"hidden_size": 64}, batch_size=128)
-    result = fast.time_to_accuracy(recipe, train, test, target=50.0)
-    assert result["epochs"] < 4 and result["test_acc"] >= 50 and result["seconds"] > 0
-    assert result["seconds"] == result["history"]["seconds"][-1]
-    never = fast.time_to_accuracy(replace(recipe, epochs=1), train, test, target=100.0)
-    assert never["seconds"] is None and never["epochs"] == 1
+    recipe = replace(bench.FAST_MLP, model_kwargs={"hidden_size": 64}, batch_size=128, epochs=2)
+    result = fast.speedrun(recipe, train, test, target=50.0, seeds=(0, 1, 2))
+    assert len(result["test_acc"]) == len(result["seconds"]) == 3
+    assert len(set(result["test_acc"])) > 1, "the seeds give different runs"
+    assert result["mean_acc"] == pytest.approx(sum(result["test_acc"]) / 3)
+    assert result["min_acc"] <= result["mean_acc"] <= result["max_acc"] and result["reached"]
+    _, alone = loop.fit(replace(recipe, seed=1), train, test)
+    assert result["test_acc"][1] == alone["test_acc"], "seed 1's run is fit's, all its epochs"
+    assert not fast.speedrun(recipe, train, test, target=100.0, seeds=(0,))["reached"]
+
+
+def test_speedrun_recipes_are_fixed_and_planned():
+    for name, (recipe, target, goal_s) in bench.SPEEDRUN_GOALS.items():
+        assert recipe.validation_size == 0 and not recipe.augment, name
+        assert (target, goal_s) == {"MLP": (98.0, 2.0), "CNN": (99.0, 15.0)}[name]
 
 
 def test_small_cnn_shapes_and_parameters():
@@ -212,7 +221,7 @@ def test_quick_benchmark_prints_every_figure(quick_rows):
     fast_64 = [p for p, row in paths.items() if row["batch_size"] == 64 and "seed" not in p]
     assert len(by_figure["speedup"]) == 2 * len(fast_64) == 6  # over both seed baselines
     assert len(by_figure["distance_from_floor"]) == len(paths)
-    assert len(by_figure["time_to_accuracy"]) == 2
+    assert [row["model"] for row in by_figure["speedrun"]] == ["MLP", "CNN"]
 
 
 def test_quick_benchmark_figures_are_consistent(quick_rows):
@@ -234,7 +243,8 @@ def test_quick_benchmark_figures_are_consistent(quick_rows):
             epoch_s = epochs[row["path"]]["median_s"]
             floor_s = floors[row["batch_size"]]["floor_s"]
             assert row["ratio"] == pytest.approx(epoch_s / floor_s)
-        elif row["figure"] == "time_to_accuracy":
-            assert row["epochs"] >= 1 and 0 <= row["test_acc"] <= 100
-            assert row["reached"] == (row["seconds"] is not None)
-            assert row["seconds"] is None or row["seconds"] > 0
+        elif row["figure"] == "speedrun":
+            assert len(row["test_acc"]) == len(row["seconds"]) == 2  # quick: 2 seeds
+            assert row["reached"] == (row["mean_acc"] >= row["target"])
+            assert row["within_goal"] == (row["reached"] and row["median_s"] <= row["goal_s"])
+            assert all(s > 0 for s in row["seconds"]) and row["recipe"]["epochs"] == 1
