@@ -67,28 +67,15 @@ def folded(model: nn.Module) -> nn.Sequential:
             nn.ReLU(),
             copy.deepcopy(model.fc3),
         ).eval()
-    if isinstance(model, SmallCNN):
-        f = model.features
-        return nn.Sequential(
-            fold_batchnorm(f[0], f[1]),
-            nn.ReLU(),
-            fold_batchnorm(f[3], f[4]),
-            nn.ReLU(),
-            nn.Flatten(),
-            copy.deepcopy(model.classifier),
-        ).eval()
-    if isinstance(model, LeNetLike):
-        f, c = model.features, model.classifier
-        return nn.Sequential(
-            fold_batchnorm(f[0], f[1]),
-            nn.ReLU(),
-            fold_batchnorm(f[3], f[4]),
-            nn.ReLU(),
-            nn.Flatten(),
-            fold_batchnorm(c[0], c[1]),
-            nn.ReLU(),
-            copy.deepcopy(c[4]),
-        ).eval()
+    if isinstance(model, (SmallCNN, LeNetLike)):
+        f, c = model.features, model.classifier  # features: conv, BN, ReLU, twice, in both
+        convolutions = [fold_batchnorm(f[0], f[1]), nn.ReLU()]
+        convolutions += [fold_batchnorm(f[3], f[4]), nn.ReLU()]
+        if isinstance(model, SmallCNN):
+            head = [copy.deepcopy(c)]
+        else:  # Linear, BN, ReLU, Dropout, Linear
+            head = [fold_batchnorm(c[0], c[1]), nn.ReLU(), copy.deepcopy(c[4])]
+        return nn.Sequential(*convolutions, nn.Flatten(), *head).eval()
     raise TypeError(f"folded() knows SimpleNN, SmallCNN and LeNetLike, not {type(model).__name__}")
 
 
