@@ -438,6 +438,58 @@ def loop_code(result: dict) -> str:
     return loop_code(Recipe(**result["recipe"]))
 
 
+def build(out: Path = ROOT) -> Path:
+    """Build both editions, warnings as errors: English in <out>/_build/html, Chinese in its zh/.
+
+    The Chinese edition is built from zh/ (its generated pages) on its own, then copied into the
+    English one, so that each page's language switch (_ext/book_html.py) finds its counterpart.
+    """
+    import shutil
+    import subprocess
+
+    import translations
+
+    exe = shutil.which("jupyter-book") or "jupyter-book"
+    flags = ["-W", "-n", "--keep-going"]
+    html, zh_out = out / "_build" / "html", out / "_build" / "zh"
+    for source, target in ((ROOT, out), (ROOT / "zh", zh_out)):
+        if source != ROOT:
+            translations.copy_static()
+            cache = out / "_build" / "npm-cache"  # the vendored scripts, fetched once for both
+            shutil.copytree(cache, target / "_build" / "npm-cache", dirs_exist_ok=True)
+        command = [exe, "build", str(source), *flags, "--path-output", str(target)]
+        subprocess.run(command, check=True)
+    shutil.rmtree(html / "zh", ignore_errors=True)
+    shutil.copytree(zh_out / "_build" / "html", html / "zh")
+    return html
+
+
+def zh_command(args: argparse.Namespace) -> None:
+    """zh-update: add new English cells to the translation files, drop removed ones, list what
+    needs translating; zh-accept: after editing a stale cell's Chinese, record its new English."""
+    import translations
+
+    if args.command == "zh-generate":
+        written = translations.generate()
+        print(f"wrote {len(written)} files of the Chinese edition into zh/")
+        return
+    if args.command == "zh-accept":
+        page = args.page.resolve()
+        path = translations.translation_file(page)
+        translation = translations.read(path)
+        for cell_id in args.cells:
+            translations.accept(translation, cell_id, page)
+        translations.write(path, translation)
+        print(f"{path.relative_to(ROOT)}: {len(args.cells)} cell(s) accepted")
+        return
+    for page in translations.english_pages():
+        path = translations.translation_file(page)
+        translation = translations.skeleton(page, translations.read(path))
+        translations.write(path, translation)
+        for problem in translations.problems(page, translation):
+            print(f"{path.relative_to(ROOT)}: {problem}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -456,7 +508,20 @@ def main() -> None:
     sub.add_parser("ship-experiments", help="ship the results chapter 10's full run uses")
     sub.add_parser("ship-model", help="ship chapter 10's final CNN (weights and result)")
     sub.add_parser("export-web", help="write the Draw-a-digit page's models (_static/mnist)")
+    both = sub.add_parser("build", help="build the English and the Chinese edition (-W)")
+    both.add_argument("--path-output", type=Path, default=ROOT, help="where _build/ goes")
+    sub.add_parser("zh-update", help="bring i18n/zh/ in step with the English cells; list gaps")
+    sub.add_parser("zh-generate", help="write the Chinese edition (zh/) from the translations")
+    accept = sub.add_parser("zh-accept", help="mark a cell's edited Chinese as up to date")
+    accept.add_argument("page", type=Path, help="the English page, e.g. book/07_training.ipynb")
+    accept.add_argument("cells", nargs="+", help="ids of the cells whose Chinese you updated")
     args = parser.parse_args()
+    if args.command in ("zh-update", "zh-accept", "zh-generate"):
+        zh_command(args)
+        return
+    if args.command == "build":
+        print(f"built {build(args.path_output.resolve())} (the Chinese edition in its zh/)")
+        return
     if args.command == "setup-cell":
         print(setup_cell_source())
         return
