@@ -8,6 +8,8 @@
    the registry's sha512, unpacked into `_build/vendor/` with their licences, and served from the
    book's own `_static/vendor/`. Without network and without a cached copy, the build stops with
    a message that says so.
+3. Every page links to the same page in the other language's edition (the Chinese one is built
+   from zh/ into the English one's zh/ folder).
 """
 
 from __future__ import annotations
@@ -151,7 +153,25 @@ def serve_vendored(app, config) -> None:
     }
 
 
+def language_switch(app, pagename, templatename, context, doctree) -> None:
+    """Link every page to the same page in the other edition (English at /, Chinese at /zh/).
+
+    `python scripts/book_tools.py build` puts the Chinese edition's HTML in the English one's zh/
+    folder, so the link is relative and works from any static host and from a downloaded copy.
+    """
+    if doctree is None or "body" not in context:
+        return
+    up = "../" * pagename.count("/")
+    if (app.config.language or "en").startswith("zh"):
+        href, label, lang = f"{up}../{pagename}.html", "English", "en"
+    else:
+        href, label, lang = f"{up}zh/{pagename}.html", "中文", "zh-CN"
+    link = f'<a href="{href}" hreflang="{lang}" lang="{lang}">{label}</a>'
+    context["body"] = f'<p class="language-switch">{link}</p>\n' + context["body"]
+
+
 def setup(app) -> dict:
     app.connect("config-inited", serve_vendored, priority=100)  # before myst-nb reads its config
     app.connect("html-page-context", drop_repeated_scripts)
+    app.connect("html-page-context", language_switch)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -348,3 +348,32 @@ def test_fold_checks_tags_only_output_less_assert_cells(tmp_path):
     assert fold_checks(path) == 1 and fold_checks(path) == 0
     tags = [c.metadata.get("tags", []) for c in nbformat.read(path, as_version=4).cells]
     assert tags == [["hide-input"], [], [], []]
+
+
+SWITCH = re.compile(r'<p class="language-switch"><a href="([^"]+)" hreflang="([^"]+)"')
+
+
+def test_every_page_links_to_the_same_page_in_the_other_edition(built_book):
+    english = sorted((built_book / "book").glob("*.html"))
+    chinese = sorted((built_book / "zh" / "book").glob("*.html"))
+    assert [p.name for p in chinese] == [p.name for p in english], "the editions' pages differ"
+    for page in english + chinese:
+        found = SWITCH.search(page.read_text())
+        assert found, f"{page}: no language switch"
+        other = (page.parent / found.group(1)).resolve()
+        assert other.is_file() and other.name == page.name, (page, found.group(1))
+        assert found.group(2) == ("en" if page in chinese else "zh-CN")
+        back = SWITCH.search(other.read_text())
+        assert (other.parent / back.group(1)).resolve() == page.resolve(), "and back"
+    assert '<html lang="zh-CN"' in chinese[0].read_text()
+
+
+def test_every_link_inside_either_edition_resolves(built_book):
+    """Translated pages keep their links: every relative href of a page names an existing file."""
+    broken = []
+    pages = [*(built_book / "book").glob("*.html"), *(built_book / "zh" / "book").glob("*.html")]
+    for page in pages:
+        for href in re.findall(r'href="([^"#?]+)[^"]*"', page.read_text()):
+            if not re.match(r"^[a-z][a-z0-9+.-]*:", href) and not (page.parent / href).exists():
+                broken.append(f"{page.relative_to(built_book)} -> {href}")
+    assert len(pages) > 30 and not broken, broken[:10]

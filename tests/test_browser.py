@@ -149,6 +149,21 @@ def test_the_page_fits_a_phone(draw_page):
     assert draw(page, STROKES[7]) == "7"
 
 
+def test_the_chinese_page_speaks_chinese_and_reads_the_same(browser, served):
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(f"{served}/zh/book/draw.html")
+    page.wait_for_selector("#mnist-draw[data-ready]", timeout=30_000)
+    assert page.get_attribute("#mnist-draw", "data-ready") == "true"
+    assert page.inner_text(".md-clear") == "清除" and "准备就绪" in page.inner_text(".md-status")
+    options = page.locator(".md-model option").all_inner_texts()
+    assert len(options) == 3 and all("测试集准确率" in o for o in options), options
+    assert draw(page, STROKES[3]) == "3"
+    assert not errors, errors
+    page.close()
+
+
 def test_a_broken_weights_file_is_reported_in_words(browser, served, tmp_path):
     page = browser.new_page()
     page.route(
@@ -173,9 +188,9 @@ def test_a_broken_weights_file_is_reported_in_words(browser, served, tmp_path):
 
 
 def _pages(built_book: Path) -> list[str]:
-    return sorted(
-        p.relative_to(built_book).as_posix() for p in (built_book / "book").glob("*.html")
-    )
+    """Every page of both editions (the Chinese one in zh/)."""
+    pages = [*(built_book / "book").glob("*.html"), *(built_book / "zh" / "book").glob("*.html")]
+    return sorted(p.relative_to(built_book).as_posix() for p in pages)
 
 
 def test_every_page_reads_offline_at_a_phones_width(browser, served, built_book):
