@@ -265,24 +265,65 @@
     return node;
   }
 
+  // The page's words, in the edition's language (<html lang>: the Chinese edition is zh-CN).
+  const TEXT = {
+    en: {
+      loading: "Loading the models…",
+      canvas: "Draw a digit here",
+      clear: "Clear",
+      sees: "What the model sees (28 × 28)",
+      draw: "Draw a digit",
+      pick: "Or pick a test digit:",
+      ready: "Ready: draw a digit in the black square.",
+      failed: (message) => `The models could not be loaded: ${message}.`,
+      title: (label) => `a test digit labelled ${label}`,
+      label: (label) => `label ${label}`,
+      model: (key, name) => name,
+    },
+    zh: {
+      loading: "正在加载模型…",
+      canvas: "在这里写一个数字",
+      clear: "清除",
+      sees: "模型看到的图像（28 × 28）",
+      draw: "写一个数字",
+      pick: "或者选一个测试数字：",
+      ready: "准备就绪：在黑色方框里写一个数字。",
+      failed: (message) => `模型无法加载：${message}。`,
+      title: (label) => `一个标签为 ${label} 的测试数字`,
+      label: (label) => `标签 ${label}`,
+      model: (key, name) => {
+        const names = {
+          lenet: "本书最终的卷积神经网络（第 10 章）",
+          cnn: "第 9 章的卷积神经网络",
+          mlp: "种子章节的多层感知机（第 7 章）",
+        };
+        const accuracy = /([\d.]+)%/.exec(name);
+        if (!names[key] || !accuracy) return name;
+        return `${names[key]}：测试集准确率 ${accuracy[1]}%`;
+      },
+    },
+  };
+
   function setUp(element) {
+    const lang = (document.documentElement.lang || "en").startsWith("zh") ? "zh" : "en";
+    const say = TEXT[lang];
     element.textContent = "";
-    const status = make("p", { className: "md-status", textContent: "Loading the models…" });
+    const status = make("p", { className: "md-status", textContent: say.loading });
     const row = make("div", { className: "md-row" }, element);
     const left = make("div", { className: "md-column" }, row);
     const canvas = make("canvas", { className: "md-canvas", width: 280, height: 280 }, left);
-    canvas.setAttribute("aria-label", "Draw a digit here");
+    canvas.setAttribute("aria-label", say.canvas);
     const buttons = make("div", { className: "md-buttons" }, left);
     const clear = make(
       "button",
-      { type: "button", className: "md-clear", textContent: "Clear" },
+      { type: "button", className: "md-clear", textContent: say.clear },
       buttons
     );
     const choice = make("select", { className: "md-model" }, buttons);
     const right = make("div", { className: "md-column" }, row);
-    make("p", { className: "md-caption", textContent: "What the model sees (28 × 28)" }, right);
+    make("p", { className: "md-caption", textContent: say.sees }, right);
     const small = make("canvas", { className: "md-small", width: SIZE, height: SIZE }, right);
-    const answer = make("p", { className: "md-answer", textContent: "Draw a digit" }, right);
+    const answer = make("p", { className: "md-answer", textContent: say.draw }, right);
     const bars = make("div", { className: "md-bars" }, right);
     const barFill = [];
     for (let d = 0; d < 10; d++) {
@@ -292,7 +333,7 @@
       make("span", { className: "md-digit", textContent: String(d) }, bar);
     }
     element.appendChild(status);
-    make("p", { className: "md-caption", textContent: "Or pick a test digit:" }, element);
+    make("p", { className: "md-caption", textContent: say.pick }, element);
     const examples = make("div", { className: "md-examples" }, element);
 
     const ctx = canvas.getContext("2d", { willReadFrequently: true });
@@ -314,7 +355,7 @@
       try {
         image = mnistStyle(ink, canvas.height, canvas.width);
       } catch (error) {
-        answer.textContent = "Draw a digit";
+        answer.textContent = say.draw;
         barFill.forEach((fill) => (fill.style.height = "0%"));
         return;
       }
@@ -370,7 +411,7 @@
     clear.addEventListener("click", () => {
       blank();
       small.getContext("2d").clearRect(0, 0, SIZE, SIZE);
-      answer.textContent = "Draw a digit";
+      answer.textContent = say.draw;
       delete answer.dataset.prediction;
       barFill.forEach((fill) => (fill.style.height = "0%"));
     });
@@ -382,14 +423,14 @@
         if (keys.length === 0) throw new Error("the weights file holds no model");
         models = Object.fromEntries(keys.map((key) => [key, readModel(weights[key])]));
         for (const key of keys) {
-          make("option", { value: key, textContent: models[key].name }, choice);
+          make("option", { value: key, textContent: say.model(key, models[key].name) }, choice);
         }
         showExamples(weights.examples);
-        status.textContent = "Ready: draw a digit in the black square.";
+        status.textContent = say.ready;
         element.dataset.ready = "true";
       })
       .catch((error) => {
-        status.textContent = `The models could not be loaded: ${error.message}.`;
+        status.textContent = say.failed(error.message);
         status.classList.add("md-error");
         element.dataset.ready = "error";
       });
@@ -398,7 +439,7 @@
       const bytes = decodeBase64(set.images);
       set.labels.forEach((label, n) => {
         const button = make("button", { type: "button", className: "md-example" }, examples);
-        button.title = `a test digit labelled ${label}`;
+        button.title = say.title(label);
         const thumb = make("canvas", { width: SIZE, height: SIZE }, button);
         const data = thumb.getContext("2d").createImageData(SIZE, SIZE);
         for (let i = 0; i < SIZE * SIZE; i++) {
@@ -406,7 +447,7 @@
           data.data.set([v, v, v, 255], 4 * i);
         }
         thumb.getContext("2d").putImageData(data, 0, 0);
-        make("span", { textContent: `label ${label}` }, button);
+        make("span", { textContent: say.label(label) }, button);
         button.addEventListener("click", () => {
           blank();
           ctx.imageSmoothingEnabled = false;
