@@ -454,7 +454,7 @@ def build(out: Path = ROOT) -> Path:
     html, zh_out = out / "_build" / "html", out / "_build" / "zh"
     for source, target in ((ROOT, out), (ROOT / "zh", zh_out)):
         if source != ROOT:
-            translations.copy_static()
+            translations.copy_shared()
             cache = out / "_build" / "npm-cache"  # the vendored scripts, fetched once for both
             shutil.copytree(cache, target / "_build" / "npm-cache", dirs_exist_ok=True)
         command = [exe, "build", str(source), *flags, "--path-output", str(target)]

@@ -29,7 +29,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 ZH = ROOT / "i18n" / "zh"  # the translation files
 ZH_BOOK = ROOT / "zh" / "book"  # the Chinese edition's pages, generated from them
-COPIED = ("train_mnist.py", "references.bib")  # files the pages include, copied as they are
+COPIED = ("train_mnist.py", "references.bib")  # files the pages include (copy_shared)
 CAPTIONS = {"Chapters": "章节", "Appendices": "附录"}  # the table of contents' part captions
 GENERATED = "# Generated from ../_toc.yml by `python scripts/book_tools.py zh-generate`.\n"
 CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -168,10 +168,10 @@ def chinese_notebook(page: Path) -> nbformat.NotebookNode:
 
 
 def generate(out: Path = ZH_BOOK) -> list[Path]:
-    """Write the Chinese edition's pages into `out` (zh/book/): notebooks, .md pages, the script.
+    """Write the Chinese edition's pages into `out` (zh/book/), and its table of contents.
 
     Everything but the prose is the English edition's: code cells with their outputs and
-    metadata are copied by cell id, and the appendix's script is copied as it is.
+    metadata are copied by cell id.
     """
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -182,9 +182,6 @@ def generate(out: Path = ZH_BOOK) -> list[Path]:
         else:
             target.write_text(chinese_cells(page)["page"], encoding="utf-8")
         written.append(target)
-    for name in COPIED:
-        shutil.copyfile(ROOT / "book" / name, out / name)
-        written.append(out / name)
     toc = (ROOT / "_toc.yml").read_text()
     for english, chinese in CAPTIONS.items():
         toc = toc.replace(f"caption: {english}\n", f"caption: {chinese}\n")
@@ -193,7 +190,11 @@ def generate(out: Path = ZH_BOOK) -> list[Path]:
     return written
 
 
-def copy_static(edition: Path = ZH_BOOK.parent) -> None:
-    """Copy the book's _static/ (the Draw-a-digit page's script and models, CSS) for a build."""
+def copy_shared(edition: Path = ZH_BOOK.parent) -> None:
+    """Copy what both editions use, for a build: _static/ (the Draw-a-digit page's script and
+    models, CSS), the appendix's script and the bibliography. Copies, not committed: git ignores
+    them, so the English files stay the only ones."""
     shutil.rmtree(edition / "_static", ignore_errors=True)
     shutil.copytree(ROOT / "_static", edition / "_static")
+    for name in COPIED:
+        shutil.copyfile(ROOT / "book" / name, edition / "book" / name)
