@@ -2,7 +2,8 @@
 
 One module per idea, each traceable to the chapter that teaches it:
 
-- `helpers.runtime` - the setup cell every chapter opens with (seed, threads, device, quick mode)
+- `helpers.runtime` - the setup cell every chapter opens with (seed, threads, device, quick mode),
+  and `expect_error`, which shows an error without stopping the run (chapter 03)
 - `helpers.idx` - the IDX file format, by hand (chapter 01)
 - `helpers.data` - MNIST on disk, verified; datasets, loaders, tensors, the validation split (01)
 - `helpers.plots` - pictures of the data (02), of training and evaluation (07, 08), of a CNN (09)
@@ -20,6 +21,7 @@ One module per idea, each traceable to the chapter that teaches it:
 - `helpers.provenance` - what made a result: a hash of the training code, the versions (10)
 - `helpers.experiments` - the seed's suggestions as cached, seeded experiments (chapter 10)
 - `helpers.fast` - the fast path's pieces: tensors as a loader, cheap Dropout, profiling (11)
+- `helpers.book_run` - the book's run of a long measurement, loaded unless a chapter runs live (11)
 - `helpers.bench` - `python -m helpers.bench`: the seed's pipeline vs the fast path (chapter 11)
 - `helpers.distributed` - the in-memory loop on several processes: torchrun, DDP, BatchNorm (11)
 - `helpers.inference` - BatchNorm folded, weights exported, a drawing made MNIST-like (12)
@@ -33,7 +35,7 @@ read from the environment deep inside. A trained result that a chapter ships goe
 through `scripts/book_tools.py`, which records it in `shipped/manifest.json`.
 """
 
-from helpers.runtime import is_quick, pick_device, seed_everything, setup
+from helpers.runtime import expect_error, is_quick, pick_device, seed_everything, setup
 
 # The chapter that teaches each module (0: the setup cell every chapter runs). A chapter imports
 # only modules taught in it or before it; tests/test_book.py checks.
@@ -56,10 +58,11 @@ TAUGHT_IN = {
     "provenance": 10,
     "experiments": 10,
     "fast": 11,
+    "book_run": 11,
     "bench": 11,
     "distributed": 11,
     "inference": 12,
 }
 
-__all__ = ["TAUGHT_IN", "is_quick", "pick_device", "seed_everything", "setup"]
+__all__ = ["TAUGHT_IN", "expect_error", "is_quick", "pick_device", "seed_everything", "setup"]
 __version__ = "0.4.0"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import random
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -16,6 +19,23 @@ MAX_THREADS = 8  # the book's models are small: past this, more threads only add
 def is_quick() -> bool:
     """True when `MNIST_BOOK_QUICK=1`: chapters then shorten what is slow, and nothing else."""
     return os.environ.get(QUICK_ENV_VAR, "") == "1"
+
+
+@contextmanager
+def expect_error(*kinds: type[BaseException]) -> Iterator[None]:
+    """Run the block, print the error it raises as Python would, and go on (chapter 3).
+
+    A lesson about an error shows the error without stopping Run All, in any notebook frontend.
+    If the block raises nothing, or an error that is not one of `kinds`, that is a failed check.
+    """
+    kinds = kinds or (Exception,)
+    try:
+        yield
+    except kinds as error:
+        print("".join(traceback.format_exception_only(error)), end="")
+    else:
+        names = " or ".join(kind.__name__ for kind in kinds)
+        raise AssertionError(f"expected {names}, but the code ran without an error")
 
 
 def seed_everything(seed: int = 0) -> None:

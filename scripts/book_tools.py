@@ -1,8 +1,9 @@
 """Maintainer tools for the chapters: the shared setup cell, and executing notebooks for commit.
 
 python scripts/book_tools.py execute book/01_data.ipynb ...   # full run, outputs stored
-python scripts/book_tools.py setup-cell                       # print the canonical setup cell
-python scripts/book_tools.py sync-setup-cell                  # write it into every chapter
+python scripts/book_tools.py record-live book/11_fast_training.ipynb  # re-measure what it loads
+python scripts/book_tools.py setup-cell                       # print the canonical first cells
+python scripts/book_tools.py sync-setup-cell                  # write them into every chapter
 python scripts/book_tools.py version                          # print the book's version
 python scripts/book_tools.py refresh-sources                  # re-print helper source listings
 python scripts/book_tools.py ship-checkpoint 07               # ship chapter 07's model (or 09)
@@ -25,12 +26,14 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Reuses the book's helpers if installed at the chapter's version (a clone: `pip install -e .`),
-# else installs that version from its tag (Colab). Another module named `helpers` (a reader's
-# helpers.py in the notebook's folder) is refused, by file name, rather than used.
-SETUP_CELL = """\
-# Setup, the same in every chapter. It needs the book's helpers at this chapter's version: a
-# clone of the book has them (`pip install -e .`); elsewhere, as on Colab, it installs them.
+# Every chapter opens with two code cells. The first, collapsed in every frontend, makes sure the
+# book's helpers are there at the chapter's version: it reuses them if installed (a clone: `pip
+# install -e .`), else installs that version from its tag (Colab), and says in one sentence what to
+# do if that fails. Another module named `helpers` (a reader's helpers.py in the notebook's folder)
+# is refused, by file name, rather than used. The second, the one a reader sees, is the setup.
+INSTALL_CELL = """\
+# The book's helpers at this chapter's version: a clone of the book has them (`pip install -e .`);
+# elsewhere, as on Colab, this installs them from the book's repository (about a minute).
 import importlib
 import subprocess
 import sys
@@ -39,14 +42,23 @@ from importlib.metadata import distributions
 VERSION = "{version}"
 if VERSION not in [d.version for d in distributions(name="mnist-book-helpers")]:
     url = "git+{url}@v" + VERSION
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", url], check=True)
+    if subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", url]).returncode:
+        raise SystemExit(
+            f"Could not install the book's helpers {{VERSION}} from {{url}} (pip says why above): "
+            "check the network, or clone the book and run `pip install -e .` in its folder."
+        )
     importlib.invalidate_caches()
 import helpers
 
 if getattr(helpers, "__version__", None) != VERSION:  # another helpers, e.g. your own helpers.py
     where = helpers.__file__ or helpers.__path__[0]
     raise ImportError(f"{{where}} is not the book's helpers {{VERSION}}: rename it, then restart")
-device = helpers.setup()"""
+"""
+
+SETUP_CELL = """\
+import helpers
+
+device = helpers.setup()  # seeds the random generators, sets the threads, finds the device"""
 
 
 def repository_url() -> str:
@@ -67,25 +79,39 @@ def book_version() -> str:
     return match.group(1)
 
 
-def setup_cell_source() -> str:
-    """The setup cell every chapter must start with."""
-    return SETUP_CELL.format(url=repository_url(), version=book_version())
+def install_cell_source() -> str:
+    """The collapsed cell every chapter opens with: the book's helpers, at the book's version."""
+    return INSTALL_CELL.format(url=repository_url(), version=book_version()).rstrip("\n")
+
+
+def setup_cells() -> tuple[str, str]:
+    """The sources of the two code cells every chapter must start with: install, then setup."""
+    return install_cell_source(), SETUP_CELL
 
 
 def sync_setup_cell(folder: Path = ROOT / "book") -> list[Path]:
-    """Make every chapter's first code cell the canonical setup cell; return the chapters changed.
+    """Make every chapter's first two code cells the canonical ones; return the chapters changed.
 
-    Only that cell's source changes: its outputs, execution count, metadata and id are kept, and
+    Only their sources change (a chapter with one old setup cell gets the install cell in its
+    place and the setup cell after it): outputs, execution counts, metadata and ids are kept, and
     the file is written as `execute` writes it, so the diff is just those lines.
     """
-    source, changed = setup_cell_source(), []
+    install, setup = setup_cells()
+    changed = []
     for path in sorted(folder.glob("[0-9][0-9]_*.ipynb")):
         nb = nbformat.read(path, as_version=4)
-        cell = next(c for c in nb.cells if c.cell_type == "code")
-        if cell.source != source:
-            cell.source = source
-            nbformat.write(nb, path)
-            changed.append(path)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        if [c.source for c in code[:2]] == [install, setup]:
+            continue
+        if code[1].source.lstrip().startswith("import helpers"):
+            code[1].source = setup
+        elif code[1].source != setup:  # an older chapter: one setup cell that also installed
+            cell = nbformat.v4.new_code_cell(setup)
+            cell.id = (code[0].id[:-1] + "s") if code[0].id[-1] != "s" else code[0].id[:-1] + "t"
+            nb.cells.insert(nb.cells.index(code[0]) + 1, cell)
+        code[0].source = install
+        nbformat.write(nb, path)
+        changed.append(path)
     return changed
 
 
@@ -158,6 +184,13 @@ def refresh_sources(path: Path) -> int:
     return changed
 
 
+def is_collapsed_cell(cell: nbformat.NotebookNode) -> bool:
+    """A cell every frontend shows collapsed: a check cell, or the install cell."""
+    return is_check_cell(cell) or (
+        cell.cell_type == "code" and cell.source == install_cell_source()
+    )
+
+
 def is_check_cell(cell: nbformat.NotebookNode) -> bool:
     """A code cell that asserts and prints nothing: a claim of the prose, turned into a test."""
     if cell.cell_type != "code" or cell.get("outputs"):
@@ -169,17 +202,34 @@ def is_check_cell(cell: nbformat.NotebookNode) -> bool:
     return any(isinstance(node, ast.Assert) for node in ast.walk(tree))
 
 
-def fold_checks(path: Path) -> int:
-    """Tag every check cell `hide-input`, so the HTML book folds it; return cells changed.
+FOLDED = {"jupyter": {"source_hidden": True}, "cellView": "form"}  # JupyterLab, VS Code; Colab
 
-    The checks stay in the notebook and run under nbval; folded, they no longer break up the
-    prose of the rendered page after every paragraph (one click shows them).
+
+def is_folded(cell: nbformat.NotebookNode) -> bool:
+    """Is the cell's code collapsed in the HTML book, JupyterLab, VS Code and Colab alike?"""
+    meta = cell.metadata
+    return (
+        "hide-input" in meta.get("tags", [])
+        and meta.get("jupyter", {}).get("source_hidden") is True
+        and meta.get("cellView") == "form"
+    )
+
+
+def fold_checks(path: Path) -> int:
+    """Collapse every check cell (and the install cell) in every frontend; return cells changed.
+
+    `hide-input` folds it in the HTML book, `jupyter.source_hidden` in JupyterLab, Notebook 7 and
+    VS Code, `cellView: form` in Colab. The checks stay in the notebook and run under nbval and in
+    a reader's Run All; collapsed, they no longer break up the prose after every paragraph.
     """
     nb = nbformat.read(path, as_version=4)
     changed = 0
     for cell in nb.cells:
-        if is_check_cell(cell) and "hide-input" not in cell.metadata.get("tags", []):
-            cell.metadata["tags"] = [*cell.metadata.get("tags", []), "hide-input"]
+        if is_collapsed_cell(cell) and not is_folded(cell):
+            tags = cell.metadata.get("tags", [])
+            cell.metadata["tags"] = [*tags, *(["hide-input"] if "hide-input" not in tags else [])]
+            cell.metadata["jupyter"] = {**cell.metadata.get("jupyter", {}), **FOLDED["jupyter"]}
+            cell.metadata["cellView"] = FOLDED["cellView"]
             changed += 1
     if changed:
         nbformat.write(nb, path)
@@ -200,6 +250,27 @@ def run_notebook(nb: nbformat.NotebookNode, folder: Path, timeout: int = 3600) -
     start = time.perf_counter()
     client.execute()
     return time.perf_counter() - start
+
+
+LIVE_SWITCH = "LIVE = False"
+
+
+def record_live(path: Path, timeout: int = 3600) -> float:
+    """Run a chapter with its `LIVE` switch on, recording what it measures as the book's run.
+
+    The notebook itself is not saved: `execute` it afterwards, so that its committed outputs are
+    those of a reader's default run, which loads what this recorded (helpers/book_runs.json).
+    """
+    nb = nbformat.read(path, as_version=4)
+    switches = [c for c in nb.cells if c.cell_type == "code" and LIVE_SWITCH in c.source]
+    if len(switches) != 1:
+        raise SystemExit(f"{path.name} has no `{LIVE_SWITCH}` switch to turn on")
+    switches[0].source = switches[0].source.replace(LIVE_SWITCH, "LIVE = True", 1)
+    os.environ["MNIST_BOOK_RECORD"] = "1"  # the kernel inherits it: helpers.book_run records
+    try:
+        return run_notebook(nb, path.parent, timeout)
+    finally:
+        del os.environ["MNIST_BOOK_RECORD"]
 
 
 def execute(path: Path, timeout: int = 3600) -> float:
@@ -449,7 +520,8 @@ def build(out: Path = ROOT) -> Path:
 
     import translations
 
-    exe = shutil.which("jupyter-book") or "jupyter-book"
+    beside = Path(sys.executable).parent / "jupyter-book"  # a venv's, even when not activated
+    exe = str(beside) if beside.is_file() else shutil.which("jupyter-book") or "jupyter-book"
     flags = ["-W", "-n", "--keep-going"]
     html, zh_out = out / "_build" / "html", out / "_build" / "zh"
     for source, target in ((ROOT, out), (ROOT / "zh", zh_out)):
@@ -497,12 +569,14 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("execute", help="run notebooks and store their outputs")
     run.add_argument("notebooks", nargs="+", type=Path)
-    sub.add_parser("setup-cell", help="print the canonical setup cell")
+    live = sub.add_parser("record-live", help="re-measure what a chapter loads (LIVE = True)")
+    live.add_argument("notebook", type=Path)
+    sub.add_parser("setup-cell", help="print the canonical install and setup cells")
     sync = sub.add_parser("sync-setup-cell", help="write the setup cell into every chapter")
     sync.add_argument("folder", nargs="?", type=Path, default=ROOT / "book", help=argparse.SUPPRESS)
     sub.add_parser("version", help="print the book's version (tag v<version>)")
     sub.add_parser("refresh-sources", help="re-print the helper source the chapters show")
-    sub.add_parser("fold-checks", help="fold every check cell in the HTML book (hide-input)")
+    sub.add_parser("fold-checks", help="collapse every check cell in every frontend")
     ship = sub.add_parser("ship-checkpoint", help="ship a chapter's full-run model with helpers")
     ship.add_argument("chapter", choices=["07", "09"], help="07: BOOK_RECIPE, 09: BOOK_CNN_RECIPE")
     sub.add_parser("ship-experiments", help="ship the results chapter 10's full run uses")
@@ -523,7 +597,7 @@ def main() -> None:
         print(f"built {build(args.path_output.resolve())} (the Chinese edition in its zh/)")
         return
     if args.command == "setup-cell":
-        print(setup_cell_source())
+        print(*setup_cells(), sep="\n\n# ---\n\n")
         return
     if args.command == "sync-setup-cell":
         changed = sync_setup_cell(args.folder)
@@ -546,6 +620,10 @@ def main() -> None:
     if args.command == "ship-model":
         for path in ship_model():
             print(f"shipped {path.relative_to(ROOT)}")
+        return
+    if args.command == "record-live":
+        seconds = record_live(args.notebook)
+        print(f"recorded {args.notebook.name}'s measurements in {seconds:.0f} s: now execute it")
         return
     if args.command == "export-web":
         print(f"wrote {export_web().relative_to(ROOT)}")

