@@ -18,7 +18,7 @@ One module per idea, each traceable to the chapter that teaches it:
 - `helpers.conv` - a convolution by hand, its output size, cost and receptive field (chapter 09)
 - `helpers.augment` - augmentation on whole batches in memory (chapter 10)
 - `helpers.loop` - `fit`, the in-memory training loop of chapters 10 and 11 and the benchmark
-- `helpers.provenance` - what made a result: a hash of the training code, the versions (10)
+- `helpers.provenance` - is a stored result current? Loop versions, checked by fingerprints (10)
 - `helpers.experiments` - the seed's suggestions as cached, seeded experiments (chapter 10)
 - `helpers.fast` - the fast path's pieces: tensors as a loader, cheap Dropout, profiling (11)
 - `helpers.book_run` - the book's run of a long measurement, loaded unless a chapter runs live (11)

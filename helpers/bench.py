@@ -26,7 +26,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from functools import partial
 from itertools import islice
 
@@ -35,7 +35,7 @@ from torch import nn
 
 from helpers.data import mnist_loaders, mnist_tensors
 from helpers.fast import TensorLoader, speedrun, use_fast_dropout
-from helpers.graph import training_step_flops
+from helpers.graph import flops_per_image
 from helpers.loop import accuracy
 from helpers.models import SimpleNN
 from helpers.recipe import Recipe
@@ -183,8 +183,7 @@ def matmul_shapes(batch_size: int, model: nn.Module | None = None) -> list[tuple
 
 def train_flops_per_sample(model: nn.Module | None = None) -> int:
     """Measured FLOPs of one training step per image (`helpers.graph`, chapter 04)."""
-    x, y = torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.int64)
-    return training_step_flops(model or SimpleNN(), x, y)["forward+backward"] // 2
+    return flops_per_image(model or SimpleNN())["train"]
 
 
 def matmul_floor(
@@ -390,7 +389,7 @@ def speedrun_rows(device: torch.device, quick: bool) -> list[dict]:
                 "goal_s": goal_s,
                 **result,
                 "within_goal": within,
-                "recipe": asdict(recipe),
+                "recipe": recipe.to_dict(),
                 "train_size": len(train[0]),
             }
         )

@@ -71,6 +71,10 @@ class SourceError(RuntimeError):
     """One source could not provide the files it was asked for."""
 
 
+class DataFolderError(MNISTUnavailableError):
+    """The data folder cannot take the MNIST files (a file, or not writable): not the network."""
+
+
 @dataclass(frozen=True)
 class Source:
     """A place MNIST can come from: `fetch(names, raw_dir)` writes verified files or raises."""
@@ -91,6 +95,11 @@ def default_root() -> Path:
     """
     env = os.environ.get(DATA_ENV_VAR)
     return Path(env).expanduser() if env else Path.home() / ".cache" / "mnist-book"
+
+
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    """`root` as a Path, or `default_root()` when it is None: where every helper keeps data."""
+    return Path(root) if root is not None else default_root()
 
 
 def raw_folder(root: str | os.PathLike) -> Path:
@@ -118,6 +127,23 @@ def problem_with(path: Path, name: str) -> str | None:
     if file_md5(path) != md5:
         return "md5 mismatch (corrupt or wrong file)"
     return None
+
+
+def check_writable(folder: Path) -> None:
+    """Raise DataFolderError unless files can be written into `folder` (made if missing)."""
+    file = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    try:
+        if file is not None:
+            raise NotADirectoryError(f"{file} is a file, not a folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise DataFolderError(
+            f"root: cannot write the MNIST files into {folder} ({e}); that is the folder, not "
+            f"the network, so no source was tried: pass a folder you can write to as root, or "
+            f"set {DATA_ENV_VAR} to one"
+        ) from None
 
 
 def check_raw_files(root: str | os.PathLike) -> dict[str, str]:
@@ -340,9 +366,11 @@ def ensure_mnist(
 
     Afterwards `torchvision.datasets.MNIST(root, train=..., download=False)` works.
     """
-    root = Path(root) if root is not None else default_root()
+    root = data_root(root)
     raw = raw_folder(root)
     problems = check_raw_files(root)
+    if problems:
+        check_writable(raw)
     for name, why in problems.items():
         if why != "missing":
             aside = raw / f"{name}.corrupt"
@@ -472,6 +500,11 @@ def mnist_tensors(
     The images are (N, 1, 28, 28) float32, equal bit for bit to what the seed's
     ToTensor + Normalize produce image by image; the labels are int64.
     """
+    if not isinstance(train, bool):
+        raise TypeError(
+            f"mnist_tensors(train={train!r}): pass True for the 60,000 training images or False "
+            "for the 10,000 test images"
+        )
     split = torchvision.datasets.MNIST(ensure_mnist(root), train=train, download=False)
     images = split.data.to(device).unsqueeze(1).to(torch.float32).div(255)
     images = images.sub(mean).div(std)

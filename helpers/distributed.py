@@ -27,7 +27,6 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -37,9 +36,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DistributedSampler
 
-from helpers.augment import augment_batch
 from helpers.data import atomic_write, mnist_tensors
-from helpers.loop import Tensors, accuracy
+from helpers.fast import swap_modules
+from helpers.loop import Tensors, accuracy, train_step
 from helpers.recipe import Recipe, build_model, build_optimizer, build_schedule, steps_per_epoch
 
 # The training runs of `main`: the seed's recipe for two epochs, and its quick version.
@@ -190,25 +189,25 @@ def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
     """
     if device.type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, nn.modules.batchnorm._BatchNorm):
-                synced = CPUSyncBatchNorm(
-                    child.num_features, child.eps, child.momentum, child.affine,
-                    child.track_running_stats,
-                )  # fmt: skip
-                synced.load_state_dict(child.state_dict())
-                setattr(parent, name, synced.to(device))
-    return model
+
+    def synced(bn: nn.modules.batchnorm._BatchNorm) -> CPUSyncBatchNorm:
+        new = CPUSyncBatchNorm(
+            bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats
+        )
+        new.load_state_dict(bn.state_dict())
+        return new.to(device)
+
+    return swap_modules(model, is_batchnorm, synced)
+
+
+def is_batchnorm(module: nn.Module) -> bool:
+    """Whether `module` is a BatchNorm layer of any dimension (synced ones included)."""
+    return isinstance(module, nn.modules.batchnorm._BatchNorm)
 
 
 def without_batchnorm(model: nn.Module) -> nn.Module:
     """`model` with every BatchNorm replaced by the identity (for a comparison without it)."""
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, nn.modules.batchnorm._BatchNorm):
-                setattr(parent, name, nn.Identity())
-    return model
+    return swap_modules(model, is_batchnorm, lambda bn: nn.Identity())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,17 +311,10 @@ def train_ddp(
         for first in range(0, len(order), batch):
             index = order[first : first + batch]
             x, y = images.index_select(0, index), labels.index_select(0, index)
-            if recipe.augment:
-                x = augment_batch(x, generator=augment)
-            loss = F.cross_entropy(ddp(x), y, label_smoothing=recipe.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()  # DDP all-reduces the gradients here, bucket by bucket
-            if recipe.max_grad_norm is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
-            optimizer.step()
+            # fit's step; through `ddp`, the backward all-reduces the gradients, bucket by bucket
+            loss_sum += train_step(ddp, optimizer, recipe, x, y, augment)
             if per_batch:
                 schedule.step()
-            loss_sum += loss.detach()
         if not per_batch:
             schedule.step()
         dist.all_reduce(loss_sum)  # every process's losses, for the log
@@ -335,7 +327,7 @@ def train_ddp(
     result = None
     if is_rank0():
         result = {
-            "recipe": asdict(recipe),
+            "recipe": recipe.to_dict(),
             "world_size": world,
             "backend": dist.get_backend(),
             "per_process_batch": batch,

@@ -3,10 +3,12 @@
 `run_experiment` trains a `helpers.recipe.Recipe` with the in-memory loop (`helpers.loop.fit`),
 records its history and time, and stores the result as JSON under `root / "experiments"`, named
 by the recipe's key: running the same recipe again loads the result instead of training. A
-stored result is used only while the code that made it is unchanged (`helpers.provenance`): edit
-the loop or a model and the recipe trains again. The results of the book's own full run of
-chapter 10 ship with the package (`SHIPPED_RESULTS`, listed in `helpers/shipped/manifest.json`),
-as chapter 07's model does, so the chapter loads in seconds on a fresh machine too.
+stored result is used only while the loop that made it computes the same numbers: its stamp
+records the loop's version (`helpers.loop.LOOP_VERSION`, bumped when a change alters what the
+loop computes; `helpers.provenance` checks that), and a result of another version trains again.
+The results of the book's own full run of chapter 10 ship with the package (`SHIPPED_RESULTS`,
+listed in `helpers/shipped/manifest.json`), as chapter 07's model does, so the chapter loads in
+seconds on a fresh machine too.
 
 The protocol is the honest one. With `validation_size > 0` (5,000 images in this chapter's
 recipes, the same split as `helpers.recipe.BOOK_RECIPE`), the model trains on the rest of the
@@ -30,10 +32,9 @@ import torch
 from torch import nn
 
 from helpers import data, models
-from helpers.graph import training_step_flops
+from helpers.graph import flops_per_image
 from helpers.loop import fit, loop_code
-from helpers.provenance import stamp
-from helpers.recipe import BOOK_RECIPE, Recipe, build_model
+from helpers.recipe import BOOK_RECIPE, Recipe, build_model, stamp
 
 SHIPPED_RESULTS = Path(__file__).parent / "shipped" / "results"
 SHIPPED_MODELS = Path(__file__).parent / "shipped" / "models"
@@ -41,12 +42,11 @@ SHIPPED_MODELS = Path(__file__).parent / "shipped" / "models"
 
 def model_cost(model: nn.Module) -> dict[str, int]:
     """Parameters and measured FLOPs per image (forward; forward + backward), `helpers.graph`."""
-    x, y = torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.int64)
-    flops = training_step_flops(model, x, y)
+    flops = flops_per_image(model)
     return {
         "params": models.count_parameters(model)[0],
-        "flops_forward": flops["forward"] // 2,
-        "flops_train": flops["forward+backward"] // 2,
+        "flops_forward": flops["forward"],
+        "flops_train": flops["train"],
     }
 
 
@@ -57,7 +57,7 @@ def model_cost(model: nn.Module) -> dict[str, int]:
 
 def cache_dir(root: str | os.PathLike | None = None) -> Path:
     """Where results are kept: the data root's `experiments` folder."""
-    return (Path(root) if root is not None else data.default_root()) / "experiments"
+    return data.data_root(root) / "experiments"
 
 
 def run_experiment(
@@ -74,7 +74,7 @@ def run_experiment(
     so it trains for a few dozen steps and is cached under its own key. The result holds the
     `recipe` that ran, its `key`, the per-epoch `history` (`helpers.recipe.HISTORY_KEYS`),
     `val_acc` (or `test_acc` for a final model), `seconds`, `params`, `flops_forward` and
-    `flops_train` (per image), `made_by` (`helpers.provenance.stamp`) and `cached`. A recipe
+    `flops_train` (per image), `made_by` (`helpers.recipe.stamp`) and `cached`. A recipe
     that trains does so on `device` (a stored result is used whatever device made it).
 
     With `keep_model`, the trained weights are kept too (`<key>.pt` beside the result, see
@@ -156,9 +156,9 @@ def _torch_bytes(state: dict) -> bytes:
 def read_result(path: Path, code: str | None = None) -> dict | None:
     """The result stored at `path`, or None if there is none, it is unreadable or it is stale.
 
-    Stale means made by other code than `code` (a hash, `helpers.loop.loop_code`). Neither is
-    an error: the recipe is trained again and the file replaced. A warning says so, since that
-    may take minutes.
+    Stale means made by another version of the loop than `code` (`helpers.loop.loop_code`).
+    Neither is an error: the recipe is trained again and the file replaced. A warning says so,
+    since that may take minutes.
     """
     if not path.is_file():
         return None
@@ -306,9 +306,13 @@ def random_search(base: Recipe, trials: int, seed: int = 0, **kwargs: object) ->
 
 
 def optuna_search(base: Recipe, trials: int, seed: int = 0, **kwargs: object) -> list:
-    """Bayesian search (Optuna's TPE sampler) over the same space, with the same budget."""
+    """Bayesian search (Optuna's TPE sampler) over the same space, with the same budget.
+
+    Optuna's log is quiet (warnings only) during the search, and as it was afterwards.
+    """
     import optuna
 
+    verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     results = []
 
@@ -325,6 +329,9 @@ def optuna_search(base: Recipe, trials: int, seed: int = 0, **kwargs: object) ->
         return result["val_acc"]
 
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(3, trials))
-    study = optuna.create_study(direction="maximize", sampler=sampler)
-    study.optimize(objective, n_trials=trials)
+    try:
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        study.optimize(objective, n_trials=trials)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     return results

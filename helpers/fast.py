@@ -81,16 +81,29 @@ class FastDropout(nn.Dropout):
         return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))
 
 
+def swap_modules(
+    model: nn.Module, matches: Callable[[nn.Module], bool], swap: Callable[[nn.Module], nn.Module]
+) -> nn.Module:
+    """Replace every submodule of `model` that `matches` by `swap(submodule)`; return the model.
+
+    The one place that swaps layers in place (here for cheaper Dropout, in `helpers.distributed`
+    for BatchNorm across processes): each replacement takes its old module's attribute name.
+    """
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if matches(child):
+                setattr(parent, name, swap(child))
+    return model
+
+
 def use_fast_dropout(model: nn.Module) -> nn.Module:
     """Swap every nn.Dropout in `model` for a FastDropout with the same p; return the model.
 
     Dropout holds no parameters, so the model's state_dict, and any checkpoint, is unchanged.
     """
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is nn.Dropout:
-                setattr(parent, name, FastDropout(child.p, child.inplace))
-    return model
+    return swap_modules(
+        model, lambda m: type(m) is nn.Dropout, lambda m: FastDropout(m.p, m.inplace)
+    )
 
 
 @contextlib.contextmanager

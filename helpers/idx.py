@@ -24,6 +24,11 @@ def read_idx(data: bytes) -> np.ndarray:
         raise ValueError(f"IDX type code 0x{data[2]:02x} is not unsigned byte (0x08)")
     ndim = data[3]
     header_end = 4 + 4 * ndim
+    if len(data) < header_end:
+        raise ValueError(
+            f"IDX data is {len(data)} bytes, but a header of {ndim} dimensions needs {header_end}: "
+            "it is truncated; pass the whole file's bytes"
+        )
     shape = tuple(int(d) for d in np.frombuffer(data[4:header_end], dtype=">i4"))
     expected = header_end + int(np.prod(shape))
     if len(data) != expected:

@@ -121,6 +121,7 @@ def mnist_style(ink: np.ndarray | torch.Tensor, box: int = 20, size: int = 28) -
     ink = np.asarray(ink, dtype=np.float64)
     if ink.ndim != 2:
         raise ValueError(f"expected one grey image (H, W); got shape {ink.shape}")
+    check_ink_range(ink)
     rows, cols = np.nonzero(ink > 0)
     if len(rows) == 0:
         raise ValueError("the drawing is blank: there is no ink to centre")
@@ -136,6 +137,14 @@ def mnist_style(ink: np.ndarray | torch.Tensor, box: int = 20, size: int = 28) -
     dy = int(np.clip(dy, -top, size - top - h))  # never push ink out of the field
     dx = int(np.clip(dx, -left, size - left - w))
     return np.roll(out, (dy, dx), axis=(0, 1))
+
+
+def check_ink_range(ink: np.ndarray) -> None:
+    """Raise a ValueError unless every value of `ink` lies in [0, 1], as `mnist_style` needs."""
+    low, high = (float(ink.min()), float(ink.max())) if ink.size else (0.0, 0.0)
+    if low < 0 or high > 1:
+        hint = "not normalized pixels" if low < 0 else "a drawing in bytes (0 to 255) as ink / 255"
+        raise ValueError(f"ink runs from {low:g} to {high:g}: pass 0 (paper) to 1 (ink), {hint}")
 
 
 def _centre_of_mass(image: np.ndarray) -> tuple[float, float]:
@@ -218,7 +227,7 @@ def numpy_forward(header: dict, data: bytes, images: np.ndarray) -> np.ndarray:
         raise ValueError(f"not a {FORMAT} header (format: {header.get('format')!r})")
     if len(data) != 4 * header["floats"]:
         raise ValueError(f"expected {4 * header['floats']} bytes of weights, got {len(data)}")
-    x = np.asarray(images, dtype=np.float32)[:, None]  # N x 1 x 28 x 28
+    x = image_batch(images)[:, None]  # N x 1 x 28 x 28
     for layer in header["layers"]:
         kind = layer["type"]
         if kind == "flatten":
@@ -232,6 +241,19 @@ def numpy_forward(header: dict, data: bytes, images: np.ndarray) -> np.ndarray:
             x = _conv2d(x, layer, data)
         else:
             raise ValueError(f"unknown layer type {kind!r}")
+    return x
+
+
+def image_batch(images: np.ndarray) -> np.ndarray:
+    """`images` as float32 (N, 28, 28), from (N, 28, 28) or (N, 1, 28, 28); else a ValueError."""
+    x = np.asarray(images, dtype=np.float32)
+    if x.ndim == 4 and x.shape[1] == 1:
+        x = x[:, 0]
+    if x.ndim != 3 or x.shape[1:] != (28, 28):
+        raise ValueError(
+            f"images has shape {x.shape}: pass a batch of normalized images, (N, 28, 28) or "
+            "(N, 1, 28, 28) (one image as images[None])"
+        )
     return x
 
 

@@ -1,112 +1,250 @@
-"""What made a result: the recipe, a hash of the code that trained it, and the versions.
+"""Whether a stored result is still today's: versions kept by hand, checked by fingerprints (10).
 
-A cached result or a shipped checkpoint is only as good as the code that made it. `code_hash`
-hashes the source of a loop's entry points and of everything in `helpers` they call, followed
-name by name (docstrings, comments and formatting left out, so improving those costs nothing).
-`stamp` records that hash with the torch and helpers versions; a cache compares the stamp of a
-stored result with the current one and trains again when the code no longer matches.
+A stored result (a chapter 10 experiment, a shipped checkpoint or model) records what made it,
+`helpers.recipe.stamp`: the version of the loop that trained it (`helpers.training`'s
+`SEED_LOOP_VERSION`, `helpers.loop`'s `LOOP_VERSION`), torch's and helpers'. A cache uses a result
+while its loop's version is today's. A version is bumped by hand, in review, when a change alters
+the numbers a loop computes; a refactor (a rename, a docstring, a new check, a function
+extracted) leaves it, and so every stored result, alone.
+
+A version kept by hand is only as good as the hand. `fingerprints` measures what each loop
+computes: short runs (two epochs of three batches) of the kinds of recipe the book ships, each
+summed up by its per-epoch history and its final weights. A record of them, made for today's
+versions (`python -m helpers.provenance record tests/fingerprints.json`), is compared with the
+code's numbers by the tests: `differences` names every run whose numbers moved while its loop's
+version did not. Training is deterministic on one kind of CPU kernel with one torch, not across
+them (`machine`): on another machine the numbers are compared within a tolerance, and the
+weights' hashes not at all.
 """
 
 from __future__ import annotations
 
-import ast
+import argparse
+import contextlib
+import functools
 import hashlib
-import inspect
+import json
+import math
+import os
 import sys
-import textwrap
-import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
 
 import torch
+from torch import nn
 
-PRIMITIVES = (int, float, str, bool, type(None))
+from helpers import data, experiments, loop, training
+from helpers.recipe import BOOK_CNN_RECIPE, BOOK_RECIPE, Recipe
 
-# Where the hash stops following calls: code whose output is pinned by other means. The MNIST
-# files `ensure_mnist` returns are verified against fixed checksums, however they were fetched.
-BOUNDARIES = {"helpers.data.ensure_mnist"}
+# One thread: a sum split over threads is added up in another order, and ends bits apart.
+THREADS = 1
 
+# Where the machine differs from the record's, losses, rates and weight norms may differ by this
+# fraction and accuracies by this many percentage points (50 of the 5,000 validation images).
+# Measured between AVX2 and the portable kernels (ATEN_CPU_CAPABILITY=default), torch 2.14: losses
+# 1.6e-4 apart, norms 4e-5, accuracies 0.3 points (after six steps many digits are near-ties).
+RELATIVE_TOLERANCE = 1e-3
+ACCURACY_TOLERANCE = 1.0
 
-def normalized_source(obj: object) -> str:
-    """`obj`'s source as the code it is: docstrings, comments and layout removed."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if (
-            isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Module)
-            and body
-            and isinstance(body[0], ast.Expr)
-            and isinstance(body[0].value, ast.Constant)
-            and isinstance(body[0].value.value, str)
-        ):
-            node.body = body[1:] or [ast.Pass()]
-    return ast.unparse(tree)
+# Settings that make MKL and oneDNN pick other kernels (.ci/portable sets them), so other bits.
+KERNEL_LIMITS = ("MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
 
+# Said of numbers that differ from the record only in their last bits, on the same kind of CPU.
+LAST_BITS = (
+    " (They agree within the tolerance: the same sums added in another order, or another CPU of"
+    " the same kind, whose libraries chose other kernels. Shipped results then no longer"
+    " reproduce bit for bit.)"
+)
 
-def _namespace(obj: object) -> dict:
-    """The global names `obj`'s code sees."""
-    return getattr(obj, "__globals__", None) or vars(sys.modules[obj.__module__])
-
-
-def bookkeeping(fn: Callable) -> Callable:
-    """Mark `fn` as bookkeeping (it computes or records a hash): `code_hash` does not follow it."""
-    fn.__provenance_skip__ = True
-    return fn
+# Each loop's version, as its results' stamps record it, and where a maintainer bumps it.
+VERSIONS: dict[str, tuple[Callable[[], str], str]] = {
+    "seed-loop": (training.seed_loop_code, "SEED_LOOP_VERSION in helpers/training.py"),
+    "loop": (loop.loop_code, "LOOP_VERSION in helpers/loop.py"),
+}
 
 
-def _is_ours(value: object) -> bool:
-    """A function or class of the `helpers` package (this module and bookkeeping excepted)."""
-    is_code = isinstance(value, types.FunctionType | type)
-    module = getattr(value, "__module__", "")
-    skip = getattr(value, "__provenance_skip__", False)
-    return is_code and module.startswith("helpers.") and module != __name__ and not skip
+def brief(recipe: Recipe) -> Recipe:
+    """`recipe` cut to two epochs of three batches, its step schedule stepping every epoch."""
+    return replace(recipe, epochs=2, train_subset=3 * recipe.batch_size, step_size=1)
 
 
-def _is_plain(value: object) -> bool:
-    """A number, string, None, or a tuple of them: a constant whose repr is its value."""
-    if isinstance(value, tuple):
-        return all(_is_plain(v) for v in value)
-    return isinstance(value, PRIMITIVES)
+def fingerprint_runs() -> dict[str, tuple[str, Recipe]]:
+    """The runs a fingerprint replays, by name: (loop, brief recipe), every kind the book ships."""
+    runs = {
+        "BOOK_RECIPE": ("seed-loop", BOOK_RECIPE),
+        "BOOK_CNN_RECIPE": ("seed-loop", BOOK_CNN_RECIPE),
+    }
+    runs |= {name: ("loop", r) for name, r in experiments.ablation_variants().items()}
+    runs["MLP_RECIPE"] = ("loop", experiments.MLP_RECIPE)
+    runs["CNN_RECIPE"] = ("loop", experiments.CNN_RECIPE)
+    runs["final CNN"] = ("loop", experiments.on_full_training_set(experiments.CNN_RECIPE))
+    return {f"{path}: {name}": (path, brief(recipe)) for name, (path, recipe) in runs.items()}
 
 
-def _references(obj: object) -> Iterator[tuple[str, object]]:
-    """The helpers functions, classes and constants `obj`'s source names (`f`, `module.f`)."""
-    names = _namespace(obj)
-    for node in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(obj)))):
-        value, label = None, None
-        if isinstance(node, ast.Name) and node.id in names:
-            value, label = names[node.id], f"{obj.__module__}.{node.id}"
-        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-            module = names.get(node.value.id)
-            if isinstance(module, types.ModuleType) and module.__name__.startswith("helpers."):
-                value = getattr(module, node.attr, None)
-                label = f"{module.__name__}.{node.attr}"
-        if value is None:
-            continue
-        if _is_ours(value) or (_is_plain(value) and label.split(".")[-1].isupper()):
-            yield label, value
+def seed_loop_run(recipe: Recipe) -> tuple[dict, nn.Module]:
+    """History and model of `recipe` trained by chapter 07's loop, as `load_or_train` does."""
+    train_loader, val_loader, _ = training.recipe_loaders(recipe)
+    run = training.new_run(recipe, torch.device("cpu"))
+    training.train_model(run, train_loader, val_loader, progress=False)
+    return run.history, run.model
 
 
-def code_hash(*entry_points: Callable | type) -> str:
-    """A short hash of the entry points' code and of every helpers function, class and constant
-    they reach by name: change any of it and the hash changes."""
-    seen: dict[str, str] = {}
-    todo = [(f"{obj.__module__}.{obj.__qualname__}", obj) for obj in entry_points]
-    while todo:
-        label, obj = todo.pop()
-        if label in seen:
-            continue
-        if _is_plain(obj):
-            seen[label] = repr(obj)
-            continue
-        seen[label] = normalized_source(obj)
-        if f"{obj.__module__}.{obj.__qualname__}" not in BOUNDARIES:
-            todo.extend(_references(obj))
-    text = "\n".join(f"# {label}\n{seen[label]}" for label in sorted(seen))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+@functools.lru_cache(maxsize=2)
+def splits(validation_size: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """`helpers.data.split_tensors`, loaded once per split while fingerprints are measured."""
+    return data.split_tensors(validation_size)
 
 
-def stamp(code: str) -> dict[str, str]:
-    """The record a result keeps of what made it: the code hash and the versions in use."""
-    from helpers import __version__
+def in_memory_run(recipe: Recipe) -> tuple[dict, nn.Module]:
+    """History (times left out) and model of `recipe` trained as `run_experiment` does."""
+    split = splits(recipe.validation_size)
+    model, result = loop.fit(recipe, split["train"], split["held"])
+    history = {key: v for key, v in result["history"].items() if key != "seconds"}
+    return history, model
 
-    return {"code": code, "torch": str(torch.__version__), "helpers": __version__}
+
+RUNNERS: dict[str, Callable[[Recipe], tuple[dict, nn.Module]]] = {
+    "seed-loop": seed_loop_run,
+    "loop": in_memory_run,
+}
+
+
+def weights_digest(model: nn.Module) -> dict[str, object]:
+    """A model's weights in brief: a hash of their bytes (exact) and their norm (approximate)."""
+    digest, squares = hashlib.sha256(), 0.0
+    for name, tensor in model.state_dict().items():
+        values = tensor.detach().cpu().contiguous()
+        digest.update(name.encode() + values.numpy().tobytes())
+        if values.is_floating_point():
+            squares += values.double().square().sum().item()
+    return {"sha256": digest.hexdigest()[:16], "norm": math.sqrt(squares)}
+
+
+def fingerprint(path: str, recipe: Recipe) -> dict[str, object]:
+    """One run's fingerprint: its loop's version, its recipe's key, its history and weights."""
+    history, model = RUNNERS[path](recipe)
+    code = VERSIONS[path][0]()
+    return {
+        "code": code,
+        "recipe": recipe.key(),
+        "history": history,
+        "weights": weights_digest(model),
+    }
+
+
+def machine() -> dict[str, object]:
+    """What the exact numbers depend on besides the code: CPU kernels, torch, threads."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    limits = {name: os.environ[name] for name in KERNEL_LIMITS if name in os.environ}
+    return {"cpu": capability, "torch": str(torch.__version__), "threads": THREADS, **limits}
+
+
+@contextlib.contextmanager
+def reproducible() -> Iterator[None]:
+    """Run the block on `THREADS` threads, then put the thread count and every generator back."""
+    threads, states = torch.get_num_threads(), training.rng_states()
+    torch.set_num_threads(THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        training.restore_rng_states(states)
+
+
+def fingerprints(names: Iterable[str] | None = None) -> dict[str, object]:
+    """Today's fingerprints of the runs `names` (default: every one), and the machine's."""
+    runs = fingerprint_runs()
+    with reproducible():
+        measured = {name: fingerprint(*runs[name]) for name in (names or runs)}
+    splits.cache_clear()  # 200 MB of images
+    return {"machine": machine(), "runs": measured}
+
+
+def agree(then: list[float] | None, now: list[float] | None, key: str, exact: bool) -> bool:
+    """Whether two histories of `key` agree: bit for bit if `exact`, else within tolerance."""
+    if then is None or now is None or len(then) != len(now):
+        return then == now
+    if exact:
+        return then == now
+    if key.endswith("acc"):
+        return all(abs(a - b) <= ACCURACY_TOLERANCE for a, b in zip(then, now, strict=True))
+    return all(
+        math.isclose(a, b, rel_tol=RELATIVE_TOLERANCE) for a, b in zip(then, now, strict=True)
+    )
+
+
+def moved(then: dict, now: dict, exact: bool) -> list[str]:
+    """What differs between two fingerprints of one run: history keys, and "weights"."""
+    keys = sorted(set(then["history"]) | set(now["history"]))
+    found = [k for k in keys if not agree(then["history"].get(k), now["history"].get(k), k, exact)]
+    norms = [then["weights"]["norm"]], [now["weights"]["norm"]]
+    if not agree(*norms, "norm", exact) or (exact and then["weights"] != now["weights"]):
+        found.append("weights")
+    return found
+
+
+def differences(recorded: dict, current: dict) -> list[str]:
+    """One line for each run whose numbers or version differ between two `fingerprints`.
+
+    Numbers are compared bit for bit where both were made on the same `machine`, else within
+    `RELATIVE_TOLERANCE` and `ACCURACY_TOLERANCE`.
+    """
+    exact = recorded["machine"] == current["machine"]
+    lines = []
+    for name, now in current["runs"].items():
+        then = recorded["runs"].get(name)
+        path = name.split(":")[0]
+        if then is None:
+            lines.append(f"{name}: not in the record; record the fingerprints again")
+        elif then["code"] != now["code"]:
+            lines.append(
+                f"{name}: recorded for {then['code']}, but the loop is now {now['code']}: "
+                "record the fingerprints of the new version (and re-ship what it trains)"
+            )
+        elif then["recipe"] != now["recipe"]:
+            lines.append(
+                f"{name}: its recipe's key changed ({then['recipe']} -> {now['recipe']}): "
+                "a Recipe default or a shipped recipe changed, so every stored result of it "
+                "is no longer found; record the fingerprints again and re-ship"
+            )
+        elif changed := moved(then, now, exact):
+            lines.append(
+                f"{name}: {', '.join(changed)} differ from the record, but the loop is still "
+                f"{now['code']}. If the numbers were meant to change, bump {VERSIONS[path][1]}, "
+                "record the fingerprints again and re-ship what that loop trains; if the change "
+                "was meant as a refactor, it is not one."
+                + (LAST_BITS if exact and not moved(then, now, exact=False) else "")
+            )
+    return lines
+
+
+def read_record(path: Path) -> dict[str, object]:
+    """Fingerprints recorded with `record`."""
+    return json.loads(Path(path).read_text())
+
+
+def record(path: Path) -> dict[str, object]:
+    """Measure today's fingerprints and write them to `path` (JSON, atomically)."""
+    found = fingerprints()
+    data.atomic_write(Path(path), (json.dumps(found, indent=1) + "\n").encode())
+    return found
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`record PATH` writes today's fingerprints; `check PATH` prints what moved (exit 1 if any)."""
+    parser = argparse.ArgumentParser(prog="python -m helpers.provenance", description=__doc__)
+    parser.add_argument("command", choices=("record", "check"))
+    parser.add_argument("path", type=Path, help="the record, e.g. tests/fingerprints.json")
+    args = parser.parse_args(argv)
+    if args.command == "record":
+        found = record(args.path)
+        print(f"recorded {len(found['runs'])} fingerprints on {found['machine']} in {args.path}")
+        return 0
+    lines = differences(read_record(args.path), fingerprints())
+    print("\n".join(lines) or "every fingerprint matches the record")
+    return 1 if lines else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,15 +7,20 @@ turn it into the objects a loop needs, so chapter 07's loop (`helpers.training`)
 in-memory loop of chapters 10 and 11 (`helpers.loop`) build them the same way.
 
 Every loop records its per-epoch history with the same names (`HISTORY_KEYS`), and accuracies
-are percentages everywhere.
+are percentages everywhere. A stored result records what made it with `stamp`: the version of
+the loop that trained it (bumped by hand when what the loop computes changes), torch's and
+helpers'.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from typing import NoReturn
 
 import torch
 from torch import nn
@@ -32,6 +37,125 @@ HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_acc", "l
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("step", "onecycle", "cosine", "constant")
 
+# MNIST's training set, from which `validation_size` images are held out.
+TRAIN_IMAGES = 60_000
+
+
+class FrozenDict(dict):
+    """A dict that cannot change once made, so it can be hashed: a recipe's `model_kwargs`."""
+
+    def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
+        """Every method that would change the dict: refused, saying what to do instead."""
+        raise TypeError(
+            "a recipe's model_kwargs cannot change after the recipe is made (its key names "
+            "files): make a new recipe with dataclasses.replace(recipe, model_kwargs={...})"
+        )
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _refuse
+
+    def __hash__(self) -> int:
+        """The hash of its (key, value) pairs, in key order."""
+        return hash(tuple(sorted(self.items())))
+
+    def __reduce__(self) -> tuple:
+        """Copied and pickled as a new FrozenDict of the same items."""
+        return (FrozenDict, (dict(self),))
+
+
+def frozen(value: object) -> object:
+    """`value` made immutable: dicts become FrozenDicts, lists and tuples tuples, all the way."""
+    if isinstance(value, Mapping):
+        return FrozenDict({k: frozen(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(frozen(v) for v in value)
+    return value
+
+
+def plain(value: object) -> object:
+    """`value` as plain data for JSON and `torch.load(weights_only=True)`: dicts and lists."""
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+# What each kind of field takes: (types, how an error describes them).
+FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "int": ((int,), "a whole number"),
+    "float": ((int, float), "a number"),
+    "bool": ((bool,), "True or False"),
+    "str": ((str,), "a string"),
+    "Mapping": ((Mapping,), "a dict of the model's keyword arguments"),
+}
+
+# The numbers a field admits, ends included (those torch itself admits, and MNIST's size).
+FIELD_RANGES: dict[str, tuple[float, float]] = {
+    "lr": (0, math.inf),
+    "step_size": (1, math.inf),
+    "gamma": (0, math.inf),
+    "warmup_epochs": (0, math.inf),
+    "epochs": (1, math.inf),
+    "batch_size": (1, math.inf),
+    "weight_decay": (0, math.inf),
+    "label_smoothing": (0, 1),
+    "dropout": (0, 1),
+    "max_grad_norm": (0, math.inf),
+    "validation_size": (0, TRAIN_IMAGES - 1),
+    "train_subset": (1, math.inf),
+}
+
+
+def check_recipe(recipe: Recipe) -> None:
+    """Raise a TypeError or ValueError that names the first field of `recipe` no loop can use."""
+    annotations = {f.name: str(f.type) for f in fields(recipe)}
+    for f in fields(recipe):
+        check_type(f.name, getattr(recipe, f.name), annotations[f.name], f.default)
+    for name, (low, high) in FIELD_RANGES.items():
+        value = getattr(recipe, name)
+        if value is not None and not low <= value <= high:
+            admitted = f"at least {low}" if high == math.inf else f"{low} to {high:,}"
+            optional = ", or None" if "None" in annotations[name] else ""
+            raise ValueError(f"Recipe {name}={value!r} is out of range: pass {admitted}{optional}")
+    for name, choices in (("model", MODELS), ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
+        if getattr(recipe, name) not in choices:
+            raise ValueError(f"{name} {getattr(recipe, name)!r}: choose one of {sorted(choices)}")
+    check_model_arguments(recipe)
+
+
+def check_type(name: str, value: object, annotation: str, default: object) -> None:
+    """Raise a TypeError naming field `name` unless `value` fits its annotation ("int | None")."""
+    kind, _, none = annotation.partition(" | ")
+    types, described = FIELD_TYPES[kind]
+    if (value is None and none) or (
+        isinstance(value, types) and (kind == "bool" or not isinstance(value, bool))
+    ):
+        return
+    allowed = f"{described} or None" if none else described
+    example = "" if default is MISSING else f", such as the default {name}={default!r}"
+    raise TypeError(f"Recipe {name}={value!r}: pass {allowed}{example}")
+
+
+def takes_dropout(model: str) -> bool:
+    """Whether the registered model `model` has a dropout rate a recipe can set."""
+    return "dropout" in inspect.signature(MODELS[model]).parameters
+
+
+def check_model_arguments(recipe: Recipe) -> None:
+    """Raise a ValueError unless the recipe's model takes its `model_kwargs` and `dropout`."""
+    accepted = set(inspect.signature(MODELS[recipe.model]).parameters)
+    unknown = sorted(set(recipe.model_kwargs) - accepted)
+    if unknown:
+        raise ValueError(
+            f"Recipe model_kwargs {unknown}: {recipe.model} takes no such argument; "
+            f"pass only some of {sorted(accepted)}"
+        )
+    if recipe.dropout is not None and not takes_dropout(recipe.model):
+        raise ValueError(
+            f"Recipe dropout={recipe.dropout!r}: {recipe.model} has no Dropout to set; leave "
+            f"dropout=None, or choose a model that has one: {sorted(filter(takes_dropout, MODELS))}"
+        )
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -45,10 +169,13 @@ class Recipe:
     `validation_size` images are held out of the 60,000 training images (always the same ones,
     `helpers.data.split_indices`); 0 holds none out, and the test set is then the only held-out
     set. `train_subset` trains on only the first N images of what remains (quick demos).
+
+    A recipe cannot change once made (its `key` names files): `model_kwargs` is kept as a
+    `FrozenDict`, its lists as tuples; `to_dict` gives it back as plain data.
     """
 
     model: str = "SimpleNN"
-    model_kwargs: dict = field(default_factory=dict)
+    model_kwargs: Mapping = field(default_factory=dict)
     optimizer: str = "adam"
     lr: float = 1e-3
     schedule: str = "step"
@@ -68,19 +195,28 @@ class Recipe:
 
     def __post_init__(self) -> None:
         """Refuse a recipe no loop can run, naming the field, before any training starts."""
-        if self.model not in MODELS:
-            raise ValueError(f"model {self.model!r}: choose one of {sorted(MODELS)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer {self.optimizer!r}: choose one of {OPTIMIZERS}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule {self.schedule!r}: choose one of {SCHEDULES}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be at least 1")
+        check_recipe(self)
+        object.__setattr__(self, "model_kwargs", frozen(self.model_kwargs))
 
     def key(self) -> str:
         """A short hash of the recipe: cached results and checkpoints are named by it."""
-        text = json.dumps(asdict(self), sort_keys=True)
+        text = json.dumps(self.to_dict(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict:
+        """The recipe as plain data (dicts, lists, numbers, strings): what results store."""
+        return plain(asdict(self))
+
+    @classmethod
+    def from_dict(cls, stored: Mapping) -> Recipe:
+        """The recipe a result or checkpoint stored (`to_dict`), with its fields checked."""
+        unknown = sorted(set(stored) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(
+                f"the stored recipe has fields {unknown} that this helpers version's Recipe "
+                "lacks: it was made by a newer helpers, so upgrade helpers to load it"
+            )
+        return cls(**stored)
 
     def shortened(self) -> Recipe:
         """The quick-mode version: `QUICK_EPOCHS` epochs on `QUICK_SUBSET` images."""
@@ -94,6 +230,13 @@ BOOK_RECIPE = Recipe(validation_size=5000)
 # Chapter 09's convolutional network, trained exactly as chapter 07 trains the seed's: the same
 # recipe, loop, split and seed; only the model changes (`helpers.models.SmallCNN`).
 BOOK_CNN_RECIPE = replace(BOOK_RECIPE, model="SmallCNN")
+
+
+def stamp(code: str) -> dict[str, str]:
+    """What made a result: its loop's version (`code`, e.g. "loop/1"), torch's and helpers'."""
+    from helpers import __version__
+
+    return {"code": code, "torch": str(torch.__version__), "helpers": __version__}
 
 
 def new_history(*keys: str) -> dict[str, list[float]]:

@@ -311,12 +311,15 @@ def update_manifest(folder: str, entries: dict[str, dict], prefix: str = "") -> 
 
     Only the entries whose file name starts with `prefix` are replaced (all, by default).
 
-    Each entry records the file's sha256, the recipe key and what made it (`made_by`: the code
-    hash, torch and helpers versions), the commit and the date; `tests/test_shipped.py` checks
-    that every file matches its entry and that the code that made it is still today's code.
+    Each entry records the file's sha256, the recipe key and what made it (`made_by`: the
+    training path's version, e.g. `loop/1`, and the torch and helpers versions), the commit and
+    the date; `tests/test_shipped.py` checks that every file matches its entry and that its
+    training path's version is still today's. Written atomically, like every shipped file.
     """
     import datetime
     import json
+
+    from helpers.data import atomic_write
 
     manifest = json.loads(MANIFEST.read_text()) if MANIFEST.is_file() else {}
     replaced = f"{folder}/{prefix}"
@@ -325,7 +328,7 @@ def update_manifest(folder: str, entries: dict[str, dict], prefix: str = "") -> 
     for name, entry in entries.items():
         path = MANIFEST.parent / folder / name
         manifest[f"{folder}/{name}"] = {"sha256": sha256_of(path), **entry, **made}
-    MANIFEST.write_text(json.dumps(dict(sorted(manifest.items())), indent=1) + "\n")
+    atomic_write(MANIFEST, (json.dumps(dict(sorted(manifest.items())), indent=1) + "\n").encode())
 
 
 def shipped_recipes() -> dict[str, object]:
@@ -468,6 +471,7 @@ def ship_experiments() -> list[str]:
     import tempfile
 
     from helpers import experiments
+    from helpers.data import atomic_write
 
     nb = nbformat.read(ROOT / "book" / "10_improving.ipynb", as_version=4)
     with tempfile.TemporaryDirectory() as tmp:
@@ -495,7 +499,8 @@ def ship_experiments() -> list[str]:
         old.unlink()
     entries = {}
     for key, result in results.items():
-        (experiments.SHIPPED_RESULTS / f"{key}.json").write_text(json.dumps(result, indent=1))
+        text = json.dumps(result, indent=1).encode()
+        atomic_write(experiments.SHIPPED_RESULTS / f"{key}.json", text)
         entries[f"{key}.json"] = {"recipe": key, "made_by": result["made_by"], "chapter": "10"}
     update_manifest("results", entries)
     return keys

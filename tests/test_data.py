@@ -424,3 +424,39 @@ def test_tensor_batches_cover_the_split_once_per_epoch():
     assert sorted(torch.cat([y for _, y in batches]).tolist()) == list(range(10))
     ordered = list(data.tensor_batches(images, labels, 4, shuffle=False))
     assert torch.equal(torch.cat([y for _, y in ordered]), labels)
+
+
+@pytest.mark.parametrize("split", ["test", "train", 1, None])
+def test_mnist_tensors_wants_a_bool_for_the_split(split):
+    with pytest.raises(TypeError, match=r"train=.*: pass True for the 60,000 training images"):
+        data.mnist_tensors(split)
+
+
+def refusing_source() -> Source:
+    """A source that fails the test if it is asked for anything (no network, no pip)."""
+    return Source("a source", lambda names, raw: pytest.fail(f"asked a source for {names}"))
+
+
+def test_a_root_that_is_a_file_is_named_and_no_source_is_tried(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a folder")
+    for root in (tmp_path / "notes.txt", tmp_path / "notes.txt" / "data"):
+        with pytest.raises(data.DataFolderError, match=r"notes.txt is a file, not a folder.*not "):
+            ensure_mnist(root, sources=[refusing_source()])
+
+
+def test_an_unwritable_root_is_a_folder_problem_not_a_network_one(tmp_path, monkeypatch):
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path))
+
+    monkeypatch.setattr(data.tempfile, "TemporaryFile", denied)
+    with pytest.raises(data.DataFolderError) as info:
+        ensure_mnist(tmp_path, sources=[refusing_source()])
+    message = str(info.value)
+    assert message.startswith(f"root: cannot write the MNIST files into {raw_folder(tmp_path)}")
+    assert "Permission denied" in message and "not the network, so no source was tried" in message
+    assert isinstance(info.value, MNISTUnavailableError)
+
+
+def test_a_read_only_root_holding_verified_files_still_serves_them(real_root, monkeypatch):
+    monkeypatch.setattr(data.tempfile, "TemporaryFile", lambda *a, **k: pytest.fail("wrote"))
+    assert ensure_mnist(real_root, sources=[refusing_source()]) == real_root

@@ -180,3 +180,16 @@ def test_a_result_without_its_own_weights_trains_again(tmp_path):
     with pytest.warns(UserWarning, match="ignoring unreadable weights"):
         again = ex.run_experiment(TINY, quick=False, root=tmp_path, keep_model=True)
     assert not again["cached"] and ex.read_model(TINY, again, weights.parent) is not None
+
+
+def test_optuna_search_restores_optunas_log_level(tmp_path):
+    optuna = pytest.importorskip("optuna")
+    base = replace(TINY, model="MLP", model_kwargs={"hidden": [32]}, train_subset=256)
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.DEBUG)
+    try:
+        results = ex.optuna_search(base, trials=1, seed=0, quick=False, root=tmp_path)
+        assert optuna.logging.get_verbosity() == optuna.logging.DEBUG
+    finally:
+        optuna.logging.set_verbosity(before)
+    assert len(results) == 1 and results[0]["recipe"]["lr"] == results[0]["hparams"]["lr"]

@@ -38,3 +38,10 @@ def test_wrong_magic_is_refused(data, message):
 def test_writer_takes_only_uint8():
     with pytest.raises(TypeError, match="uint8"):
         write_idx(np.zeros(3, dtype=np.int64))
+
+
+@pytest.mark.parametrize("cut", [4, 6, 15])
+def test_a_truncated_header_says_so(cut):
+    data = write_idx(np.zeros((2, 3, 4), dtype=np.uint8))[:cut]
+    with pytest.raises(ValueError, match=rf"IDX data is {cut} bytes, .* needs 16: it is truncated"):
+        read_idx(data)

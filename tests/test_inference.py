@@ -127,3 +127,29 @@ def test_latencies_take_turns_and_keep_the_best_round():
     )
     assert set(times) == {"a", "b"} and all(t >= 0 for t in times.values())
     assert order == ["a"] * 4 + ["b"] * 4 + ["a"] * 4 + ["b"] * 4  # (3 warm-up + 1) per turn
+
+
+def test_numpy_forward_takes_images_with_or_without_a_channel_axis_and_names_other_shapes():
+    model = inference.folded(SmallCNN().eval())
+    header, blob = inference.export_weights(model, "SmallCNN")
+    images = np.random.default_rng(0).normal(size=(3, 28, 28)).astype(np.float32)
+    plain = inference.numpy_forward(header, blob, images)
+    np.testing.assert_array_equal(inference.numpy_forward(header, blob, images[:, None]), plain)
+    for shape in [(28, 28), (3, 2, 28, 28), (3, 784)]:
+        with pytest.raises(ValueError, match=r"images has shape .*: pass a batch of normalized"):
+            inference.numpy_forward(header, blob, np.zeros(shape))
+
+
+@pytest.mark.parametrize(
+    ("ink", "message"),
+    [
+        (np.full((30, 30), 255, dtype=np.uint8), r"ink runs from 255 to 255: .* ink / 255"),
+        (np.eye(30) * 200.0, r"ink runs from 0 to 200: pass 0 \(paper\) to 1 \(ink\)"),
+        (inference.normalize(np.eye(28)), r"ink runs from -0.424.*not normalized pixels"),
+    ],
+)
+def test_mnist_style_names_ink_outside_zero_to_one(ink, message):
+    with pytest.raises(ValueError, match=message):
+        inference.mnist_style(ink)
+    if ink.min() >= 0:
+        assert inference.mnist_style(ink / 255).max() > 0  # as the message says

@@ -10,6 +10,8 @@ from torch import nn
 
 from helpers import loop
 from helpers.bench import FAST_MLP
+from helpers.data import tensor_batches
+from helpers.recipe import build_model, build_optimizer
 
 # Chapter 11's MLP recipe, narrower and on small batches: a few seconds on a CPU.
 FAST = replace(FAST_MLP, model_kwargs={"hidden_size": 64, "dropout": 0.1}, batch_size=64)
@@ -70,6 +72,23 @@ def test_accuracy_counts_in_eval_mode():
     assert not model.training
 
 
-def test_the_loop_code_hash_covers_the_model():
-    assert loop.loop_code(FAST) == loop.loop_code(replace(FAST, lr=1.0)), "code, not settings"
-    assert loop.loop_code(FAST) != loop.loop_code(replace(FAST, model="SmallCNN"))
+def test_the_stamp_names_the_loops_version_whatever_the_recipe():
+    assert loop.loop_code(FAST) == loop.loop_code(replace(FAST, model="SmallCNN", model_kwargs={}))
+    assert loop.loop_code() == f"loop/{loop.LOOP_VERSION}"
+
+
+def test_one_train_step_is_the_step_fit_takes(subset):
+    (images, labels), _ = subset
+    recipe = replace(FAST, epochs=1, train_subset=128, batch_size=64, schedule="constant")
+    torch.manual_seed(recipe.seed)
+    model = build_model(recipe)
+    optimizer = build_optimizer(recipe, model)
+    shuffle = torch.Generator().manual_seed(recipe.seed)
+    losses = [
+        loop.train_step(model, optimizer, recipe, x, y)
+        for x, y in tensor_batches(images[:128], labels[:128], 64, generator=shuffle)
+    ]
+    fitted, result = loop.fit(recipe, (images, labels), subset[1])
+    assert result["history"]["train_loss"] == [torch.stack(losses).sum().item() / 2]
+    for name, value in fitted.state_dict().items():
+        assert torch.equal(value, model.state_dict()[name]), name

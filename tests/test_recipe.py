@@ -47,17 +47,82 @@ def test_shortened_recipes_are_quick():
 
 
 @pytest.mark.parametrize(
-    ("field", "value", "message"),
+    ("fields", "error", "message"),
     [
-        ("model", "Transformer", "model 'Transformer': choose one of"),
-        ("optimizer", "adagrad", "optimizer 'adagrad'"),
-        ("schedule", "linear", "schedule 'linear'"),
-        ("epochs", 0, "at least 1"),
+        ({"model": "Transformer"}, ValueError, r"model 'Transformer': choose one of"),
+        ({"optimizer": "adagrad"}, ValueError, r"optimizer 'adagrad'"),
+        ({"schedule": "linear"}, ValueError, r"schedule 'linear'"),
+        ({"epochs": 0}, ValueError, r"Recipe epochs=0 is out of range: pass at least 1$"),
+        ({"epochs": "10"}, TypeError, r"Recipe epochs='10': pass a whole number, such as .*=10$"),
+        ({"epochs": 10.0}, TypeError, r"Recipe epochs=10.0: pass a whole number"),
+        ({"augment": 1}, TypeError, r"Recipe augment=1: pass True or False"),
+        ({"lr": "1e-3"}, TypeError, r"Recipe lr='1e-3': pass a number, such as .*lr=0.001$"),
+        ({"dropout": "0.2"}, TypeError, r"Recipe dropout='0.2': pass a number or None"),
+        ({"model_kwargs": [128]}, TypeError, r"model_kwargs=\[128\]: pass a dict"),
+        (
+            {"model": "SmallCNN", "dropout": 0.2},
+            ValueError,
+            r"Recipe dropout=0.2: SmallCNN has no Dropout to set; leave dropout=None, or "
+            r"choose a model that has one: \['LeNetLike', 'MLP', 'ResidualMLP', 'SimpleNN'\]$",
+        ),
+        (
+            {"model": "SmallCNN", "model_kwargs": {"hidden": 64}},
+            ValueError,
+            r"Recipe model_kwargs \['hidden'\]: SmallCNN takes no such argument; pass only",
+        ),
+        ({"train_subset": 0}, ValueError, r"train_subset=0 is out of range: pass at least 1, or"),
+        ({"validation_size": 60_000}, ValueError, r"validation_size=60000 .* pass 0 to 59,999$"),
+        ({"validation_size": -1}, ValueError, r"validation_size=-1 is out of range"),
+        ({"dropout": 1.5}, ValueError, r"Recipe dropout=1.5 is out of range: pass 0 to 1, or None"),
     ],
 )
-def test_a_recipe_no_loop_can_run_is_refused_at_once(field, value, message):
-    with pytest.raises(ValueError, match=message):
-        Recipe(**{field: value})
+def test_a_recipe_no_loop_can_run_is_refused_at_once_naming_the_field(fields, error, message):
+    with pytest.raises(error, match=message):
+        Recipe(**fields)
+
+
+def test_every_recipe_the_book_names_passes_the_checks():
+    from helpers import bench, distributed, experiments
+
+    recipes = [rc.BOOK_RECIPE, rc.BOOK_CNN_RECIPE, distributed.DDP_RECIPE, experiments.MLP_RECIPE]
+    recipes += [
+        experiments.CNN_RECIPE,
+        experiments.SEARCH_BASE,
+        *experiments.ablation_variants().values(),
+    ]
+    recipes += [bench.FAST_MLP, bench.FAST_CNN, bench.SPEEDRUN_MLP, bench.SPEEDRUN_CNN]
+    for recipe in recipes:
+        assert Recipe.from_dict(recipe.to_dict()) == recipe
+
+
+def test_a_recipe_cannot_change_and_can_be_hashed():
+    recipe = replace(BOOK_RECIPE, model="MLP", model_kwargs={"hidden": [64, 32]})
+    key = recipe.key()
+    with pytest.raises(TypeError, match="model_kwargs cannot change"):
+        recipe.model_kwargs["hidden"] = [128]
+    with pytest.raises(TypeError, match="model_kwargs cannot change"):
+        recipe.model_kwargs.update(dropout=0.1)
+    with pytest.raises(AttributeError):
+        recipe.model_kwargs["hidden"].append(16)  # a tuple now
+    assert recipe.key() == key and recipe.model_kwargs == {"hidden": (64, 32)}
+    assert len({recipe, replace(recipe), BOOK_RECIPE}) == 2
+    assert {recipe: 1}[replace(recipe, model_kwargs={"hidden": (64, 32)})] == 1
+
+
+def test_freezing_model_kwargs_keeps_the_keys_that_name_files():
+    from helpers import experiments
+
+    wider = experiments.ablation_variants()["wider MLP (512-256)"]
+    assert wider.model_kwargs == {"hidden": (512, 256)}
+    assert wider.to_dict()["model_kwargs"] == {"hidden": [512, 256]}
+    assert (experiments.SHIPPED_RESULTS / f"{wider.key()}.json").is_file(), "its shipped name"
+    assert wider.key() == replace(wider, model_kwargs={"hidden": [512, 256]}).key()
+
+
+def test_a_stored_recipe_with_a_field_this_version_lacks_is_named():
+    stored = {**BOOK_RECIPE.to_dict(), "ema_decay": 0.999}
+    with pytest.raises(ValueError, match=r"fields \['ema_decay'\] .* upgrade helpers"):
+        Recipe.from_dict(stored)
 
 
 def test_every_registered_model_builds_and_dropout_overrides():
@@ -113,4 +178,5 @@ def test_steps_per_epoch_counts_the_last_partial_batch():
 
 def test_a_recipe_round_trips_through_plain_data():
     recipe = replace(BOOK_RECIPE, model="MLP", model_kwargs={"hidden": [64]})
-    assert Recipe(**asdict(recipe)) == recipe
+    assert Recipe(**asdict(recipe)) == recipe == Recipe.from_dict(recipe.to_dict())
+    assert recipe.to_dict() == {**asdict(recipe), "model_kwargs": {"hidden": [64]}}

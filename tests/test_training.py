@@ -175,6 +175,38 @@ def test_loading_restores_the_cpu_shuffle_python_and_numpy_generators(tmp_path):
     assert {"torch", "shuffle", "cuda", "mps", "python", "numpy"} <= set(rng)
 
 
+def test_loading_to_evaluate_leaves_every_generator_alone(tmp_path):
+    path, shuffle = tmp_path / "ckpt.pt", torch.Generator().manual_seed(7)
+    training.save_checkpoint(training.new_run(SMALL, torch.device("cpu")), path, shuffle)
+    runtime.seed_everything(1234)
+    expected = draws(torch.Generator().manual_seed(99))
+    runtime.seed_everything(1234)
+    run = training.load_checkpoint(path, torch.device("cpu"))
+    assert draws(torch.Generator().manual_seed(99)) == expected and run.epoch == 0
+    runtime.seed_everything(1234)
+    training.best_model(BOOK_RECIPE)
+    assert draws(torch.Generator().manual_seed(99)) == expected
+
+
+def test_a_checkpoint_from_a_newer_helpers_says_so(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    training.save_checkpoint(training.new_run(SMALL, torch.device("cpu")), path)
+    state = torch.load(path, weights_only=True)
+    state["recipe"]["ema_decay"] = 0.999  # a field a later Recipe might have
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=r"fields \['ema_decay'\].*upgrade helpers"):
+        training.load_checkpoint(path, CPU)
+
+
+def test_a_saved_recipe_is_plain_data(tmp_path):
+    recipe = dataclasses.replace(SMALL, model="MLP", model_kwargs={"hidden": [32]})
+    path = tmp_path / "ckpt.pt"
+    training.save_checkpoint(training.new_run(recipe, CPU), path)
+    stored = torch.load(path, weights_only=True)["recipe"]
+    assert stored["model_kwargs"] == {"hidden": [32]} and type(stored["model_kwargs"]) is dict
+    assert training.load_checkpoint(path, CPU).recipe == recipe
+
+
 CUDA_STATES = [torch.full((16,), 1, dtype=torch.uint8), torch.full((16,), 2, dtype=torch.uint8)]
 MPS_STATE = torch.full((8,), 3, dtype=torch.uint8)
 
@@ -203,7 +235,7 @@ def test_cuda_and_mps_generators_are_saved_and_restored(tmp_path, monkeypatch, g
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda s: restored.update(cuda=list(s)))
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
     monkeypatch.setattr(torch.mps, "set_rng_state", lambda s, *a, **k: restored.update(mps=s))
-    training.load_checkpoint(path, torch.device("cpu"))
+    training.load_checkpoint(path, torch.device("cpu"), resume=True)
     # A machine with fewer GPUs restores the ones it has; states are CPU byte tensors, as the
     # generators' setters require, whatever device the model is loaded onto.
     assert len(restored["cuda"]) == gpus
@@ -221,7 +253,7 @@ def test_a_checkpoint_from_a_gpu_loads_on_a_cpu_only_machine(tmp_path, monkeypat
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda s: pytest.fail("set CUDA state"))
     monkeypatch.setattr(torch.mps, "set_rng_state", lambda *a, **k: pytest.fail("set MPS state"))
     expected = torch.load(path, weights_only=True)
-    run = training.load_checkpoint(path, torch.device("cpu"))
+    run = training.load_checkpoint(path, torch.device("cpu"), resume=True)
     assert torch.equal(torch.get_rng_state(), expected["rng"]["torch"])
     for name, value in expected["model_state"].items():
         assert torch.equal(run.model.state_dict()[name], value), name
