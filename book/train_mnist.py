@@ -2,7 +2,8 @@
 
 This is the seed's pipeline as the book leaves it (chapters 1-8), with its bugs fixed, and with
 nothing from the book's `helpers`: it needs only torch, torchvision and tqdm. Run it with
-`python train_mnist.py` (about a minute per epoch on a laptop CPU, seconds on a GPU), or
+`python train_mnist.py` (tens of seconds per epoch on a laptop CPU; a GPU helps less than you might
+expect, since preparing the images one by one with PIL takes most of an epoch on any device), or
 `python train_mnist.py --quick` for a one-epoch check on 10,000 images.
 """
 
