@@ -13,6 +13,8 @@ One module per idea, each traceable to the chapter that teaches it:
 - `helpers.optimizers` - SGD, momentum and Adam as update rules by hand (chapter 06)
 - `helpers.surfaces` - 2-D loss surfaces and optimizer trajectories (chapter 06)
 - `helpers.recipe` - `Recipe`, the one settings type of every training run; what it builds (07)
+- `helpers.artifacts` - where trained models and results live, when they are stale, how they
+  load: one store, shipped and cached, and `best_model` (chapter 07)
 - `helpers.training` - the seed's training loop, checkpoints, exact resume (chapter 07)
 - `helpers.evaluation` - predictions, confusion matrix, per-class metrics, mistakes (chapter 08)
 - `helpers.conv` - a convolution by hand, its output size, cost and receptive field (chapter 09)
@@ -50,6 +52,7 @@ TAUGHT_IN = {
     "optimizers": 6,
     "surfaces": 6,
     "recipe": 7,
+    "artifacts": 7,
     "training": 7,
     "evaluation": 8,
     "conv": 9,

@@ -6,9 +6,10 @@ by the recipe's key: running the same recipe again loads the result instead of t
 stored result is used only while the loop that made it computes the same numbers: its stamp
 records the loop's version (`helpers.loop.LOOP_VERSION`, bumped when a change alters what the
 loop computes; `helpers.provenance` checks that), and a result of another version trains again.
-The results of the book's own full run of chapter 10 ship with the package (`SHIPPED_RESULTS`,
-listed in `helpers/shipped/manifest.json`), as chapter 07's model does, so the chapter loads in
-seconds on a fresh machine too.
+The results of the book's own full run of chapter 10 ship with the package (in
+`helpers/shipped/results`, listed in its manifest), as chapter 07's model does, so the chapter
+loads in seconds on a fresh machine too. Where results live and when one is stale is
+`helpers.artifacts`'s business, as for every trained thing the book stores.
 
 The protocol is the honest one. With `validation_size > 0` (5,000 images in this chapter's
 recipes, the same split as `helpers.recipe.BOOK_RECIPE`), the model trains on the rest of the
@@ -19,25 +20,19 @@ is for final models only.
 
 from __future__ import annotations
 
-import io
-import json
 import math
 import os
 import random
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from helpers import data, models
+from helpers import artifacts, data, models
 from helpers.graph import flops_per_image
 from helpers.loop import fit, loop_code
 from helpers.recipe import BOOK_RECIPE, Recipe, build_model, stamp
-
-SHIPPED_RESULTS = Path(__file__).parent / "shipped" / "results"
-SHIPPED_MODELS = Path(__file__).parent / "shipped" / "models"
 
 
 def model_cost(model: nn.Module) -> dict[str, int]:
@@ -57,7 +52,7 @@ def model_cost(model: nn.Module) -> dict[str, int]:
 
 def cache_dir(root: str | os.PathLike | None = None) -> Path:
     """Where results are kept: the data root's `experiments` folder."""
-    return data.data_root(root) / "experiments"
+    return artifacts.folder("result", root)
 
 
 def run_experiment(
@@ -77,106 +72,46 @@ def run_experiment(
     `flops_train` (per image), `made_by` (`helpers.recipe.stamp`) and `cached`. A recipe
     that trains does so on `device` (a stored result is used whatever device made it).
 
-    With `keep_model`, the trained weights are kept too (`<key>.pt` beside the result, see
-    `read_model`) and the result gains `model`, in eval mode on the CPU; a stored result
-    without its weights then trains again.
+    With `keep_model`, the trained weights are kept too (`<key>.pt` beside the result) and the
+    result gains `model`, in eval mode on the CPU; a stored result without its weights then
+    trains again.
     """
     if quick:
         recipe = recipe.shortened()
-    path = cache_dir(root) / f"{recipe.key()}.json"
-    folders = (path.parent, SHIPPED_RESULTS) if cache else ()
-    for folder in folders:
-        result = read_result(folder / path.name, loop_code(recipe))
-        model = read_model(recipe, result, folder) if keep_model and result else None
-        if result is not None and (model is not None or not keep_model):
-            return {**result, "cached": True, **({"model": model} if keep_model else {})}
+    code = loop_code(recipe)
+    for shipped in (False, True) if cache else ():
+        stored = stored_run(recipe, code, root, shipped, keep_model)
+        if stored is not None:
+            return {**stored, "cached": True}
     splits = data.split_tensors(recipe.validation_size, root, device)
     model, result = fit(recipe, splits["train"], splits["held"])
-    made_by = stamp(loop_code(recipe))
+    made_by = stamp(code)
     result = {**result, **model_cost(build_model(recipe)), "quick": quick, "made_by": made_by}
     if cache and keep_model:  # the weights first: a result without them is not yet complete
         state = {"key": recipe.key(), "made_by": made_by, "model": model.cpu().state_dict()}
-        data.atomic_write(model_path(path), _torch_bytes(state))
+        artifacts.write(artifacts.path("weights", recipe, root), state)
     if cache:
-        data.atomic_write(path, json.dumps(result, indent=1).encode())
+        artifacts.write(artifacts.path("result", recipe, root), result)
     kept = {"model": model.cpu().eval()} if keep_model else {}
     return {**result, "cached": False, **kept}
 
 
-def model_path(result_path: Path) -> Path:
-    """Where the weights of the result stored at `result_path` are kept (`keep_model`)."""
-    folder = SHIPPED_MODELS if result_path.parent == SHIPPED_RESULTS else result_path.parent
-    return folder / f"{result_path.stem}.pt"
+def stored_run(
+    recipe: Recipe, code: str, root: str | os.PathLike | None, shipped: bool, keep_model: bool
+) -> dict | None:
+    """The stored result of `recipe` made by `code` (and its `model`, if kept), or None.
 
-
-def read_model(recipe: Recipe, result: dict, folder: Path) -> nn.Module | None:
-    """The model whose run is `result`, from its weights file; None if missing or not that run.
-
-    The weights must come from the same run as the result (the same key and the same `made_by`
-    stamp), so that the accuracy the result reports is the accuracy of these weights. The file
-    is read with `weights_only=True`: tensors and plain data, never code.
+    Kept weights count only if they come from the run the result reports (the same `made_by`
+    stamp), so that the accuracy the result reports is the accuracy of these weights.
     """
-    path = model_path(folder / f"{recipe.key()}.json")
-    if not path.is_file():
+    result = artifacts.current(artifacts.path("result", recipe, root, shipped), code)
+    if result is None or not keep_model:
+        return result
+    file = artifacts.path("weights", recipe, root, shipped)
+    weights = artifacts.current(file, code)
+    if weights is None or weights["made_by"] != result["made_by"]:
         return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        model = build_model(recipe)
-        model.load_state_dict(state["model"])
-        same_run = state["key"] == recipe.key() and state["made_by"] == result["made_by"]
-    except (RuntimeError, KeyError, TypeError, ValueError, EOFError) as error:
-        warnings.warn(f"ignoring unreadable weights {path} ({error}); training again", stacklevel=3)
-        return None
-    return model.eval() if same_run else None
-
-
-def shipped_model(recipe: Recipe) -> nn.Module:
-    """The model of a final recipe whose run ships with the book (chapter 10's final CNN).
-
-    Never trains: a missing or stale shipped run is an error that says how to make it again.
-    """
-    result = read_result(SHIPPED_RESULTS / f"{recipe.key()}.json", loop_code(recipe))
-    model = read_model(recipe, result, SHIPPED_RESULTS) if result is not None else None
-    if model is None:
-        raise FileNotFoundError(
-            f"The book ships no current weights for recipe {recipe.key()} ({recipe.model}): "
-            "run_experiment(recipe, keep_model=True) trains them (maintainers: "
-            "python scripts/book_tools.py ship-model)."
-        )
-    return model
-
-
-def _torch_bytes(state: dict) -> bytes:
-    """`state` as `torch.save` writes it, in memory (for `helpers.data.atomic_write`)."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    return buffer.getvalue()
-
-
-def read_result(path: Path, code: str | None = None) -> dict | None:
-    """The result stored at `path`, or None if there is none, it is unreadable or it is stale.
-
-    Stale means made by another version of the loop than `code` (`helpers.loop.loop_code`).
-    Neither is an error: the recipe is trained again and the file replaced. A warning says so,
-    since that may take minutes.
-    """
-    if not path.is_file():
-        return None
-    try:
-        result = json.loads(path.read_text())
-        if result["key"] != path.stem:
-            raise ValueError(f"it holds the result of recipe {result['key']}")
-        made_by = result["made_by"]["code"]
-    except (ValueError, KeyError, TypeError) as error:
-        warnings.warn(f"ignoring unreadable result {path} ({error}); training again", stacklevel=3)
-        return None
-    if code is not None and made_by != code:
-        warnings.warn(
-            f"ignoring {path.name}: made by training code {made_by}, now {code}; training again",
-            stacklevel=3,
-        )
-        return None
-    return result
+    return {**result, "model": artifacts.model(recipe, weights["model"], file)}
 
 
 def run_seeds(recipe: Recipe, seeds: tuple[int, ...] = (0, 1, 2), **kwargs: object) -> list:

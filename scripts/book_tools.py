@@ -286,16 +286,6 @@ def execute(path: Path, timeout: int = 3600) -> float:
     return seconds
 
 
-MANIFEST = ROOT / "helpers" / "shipped" / "manifest.json"
-
-
-def sha256_of(path: Path) -> str:
-    """The file's sha256, hex."""
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def git_commit() -> str:
     """The commit the shipped files were made on, `-dirty` if the tree had uncommitted changes."""
     import subprocess
@@ -317,18 +307,16 @@ def update_manifest(folder: str, entries: dict[str, dict], prefix: str = "") -> 
     training path's version is still today's. Written atomically, like every shipped file.
     """
     import datetime
-    import json
 
-    from helpers.data import atomic_write
+    from helpers import artifacts
 
-    manifest = json.loads(MANIFEST.read_text()) if MANIFEST.is_file() else {}
     replaced = f"{folder}/{prefix}"
-    manifest = {name: e for name, e in manifest.items() if not name.startswith(replaced)}
+    manifest = {n: e for n, e in artifacts.manifest().items() if not n.startswith(replaced)}
     made = {"commit": git_commit(), "date": datetime.date.today().isoformat()}
     for name, entry in entries.items():
-        path = MANIFEST.parent / folder / name
-        manifest[f"{folder}/{name}"] = {"sha256": sha256_of(path), **entry, **made}
-    atomic_write(MANIFEST, (json.dumps(dict(sorted(manifest.items())), indent=1) + "\n").encode())
+        path = artifacts.SHIPPED / folder / name
+        manifest[f"{folder}/{name}"] = {"sha256": artifacts.sha256(path), **entry, **made}
+    artifacts.write_manifest(manifest)
 
 
 def shipped_recipes() -> dict[str, object]:
@@ -344,21 +332,18 @@ def ship_checkpoint(chapter: str) -> Path:
     Chapter 07 trains `BOOK_RECIPE`, which chapters 08 to 10 evaluate; chapter 09 trains
     `BOOK_CNN_RECIPE`. Readers, CI and Colab then load exactly those models, without training.
     """
-    import shutil
-
-    from helpers import training
+    from helpers import artifacts, training
 
     recipe = shipped_recipes()[chapter]
     source = training.checkpoint_path(recipe)
-    state = training.read_checkpoint(source)  # refuses a corrupt file
+    training.read_checkpoint(source)  # refuses a corrupt file, or one of another format
+    state = artifacts.require(source, training.seed_loop_code(recipe))  # refuses a stale one
     if state["epoch"] != recipe.epochs:
         raise SystemExit(f"{source.name} is unfinished: run chapter {chapter} in full first")
-    if not training.is_current(source, recipe):
-        raise SystemExit(f"{source.name} was made by older training code: run chapter {chapter}")
-    training.SHIPPED_CHECKPOINTS.mkdir(parents=True, exist_ok=True)
-    for old in training.SHIPPED_CHECKPOINTS.glob(f"{recipe.model}-*.pt"):  # this model's older runs
+    folder = artifacts.path("checkpoint", recipe, shipped=True).parent
+    for old in folder.glob(f"{recipe.model}-*.pt"):  # this model's older runs
         old.unlink()
-    shipped = Path(shutil.copy(source, training.SHIPPED_CHECKPOINTS / source.name))
+    shipped = artifacts.ship(source, "checkpoint")
     entry = {"recipe": recipe.key(), "made_by": state["made_by"], "chapter": chapter}
     update_manifest("checkpoints", {shipped.name: entry}, prefix=f"{recipe.model}-")
     return shipped
@@ -371,26 +356,20 @@ def ship_model() -> list[Path]:
     (about 7 minutes on 2 cores), with the chapter's thread count: a different count sums in a
     different order and ends a few test images apart. The Draw-a-digit page offers the model.
     """
-    import shutil
-
     import torch
 
-    from helpers import experiments, runtime
+    from helpers import artifacts, experiments, runtime
 
     torch.set_num_threads(runtime.book_threads())  # as the chapter runs: its numbers, exactly
     recipe = experiments.on_full_training_set(experiments.CNN_RECIPE)
     result = experiments.run_experiment(recipe, keep_model=True)
-    if result["cached"] and not (experiments.cache_dir() / f"{recipe.key()}.pt").is_file():
+    cached = {kind: artifacts.path(kind, recipe) for kind in ("result", "weights")}
+    if result["cached"] and not cached["weights"].is_file():
         return []  # it already ships, weights and result together
-    cached = experiments.cache_dir() / f"{recipe.key()}.json"
-    experiments.SHIPPED_MODELS.mkdir(parents=True, exist_ok=True)
-    shipped = [
-        Path(shutil.copy(cached, experiments.SHIPPED_RESULTS / cached.name)),
-        Path(shutil.copy(experiments.model_path(cached), experiments.SHIPPED_MODELS)),
-    ]
+    shipped = [artifacts.ship(file, kind) for kind, file in cached.items()]
     entry = {"recipe": recipe.key(), "made_by": result["made_by"], "chapter": "10"}
-    update_manifest("results", {cached.name: entry}, prefix=cached.name)
-    update_manifest("models", {f"{recipe.key()}.pt": entry})
+    update_manifest("results", {cached["result"].name: entry}, prefix=cached["result"].name)
+    update_manifest("models", {cached["weights"].name: entry})
     return shipped
 
 
@@ -399,14 +378,14 @@ WEB_BUNDLE = ROOT / "_static" / "mnist" / "weights.mjs"
 
 def web_models() -> dict[str, tuple[str, object]]:
     """The page's models by key, each with the title the page shows: the book's three networks."""
-    from helpers import experiments, training
+    from helpers import artifacts, experiments
     from helpers.recipe import BOOK_CNN_RECIPE, BOOK_RECIPE
 
     final_cnn = experiments.on_full_training_set(experiments.CNN_RECIPE)
     return {
-        "lenet": ("the book's final CNN (chapter 10)", experiments.shipped_model(final_cnn)),
-        "cnn": ("the CNN of chapter 9", training.best_model(BOOK_CNN_RECIPE)),
-        "mlp": ("the seed's MLP (chapter 7)", training.best_model(BOOK_RECIPE)),
+        "lenet": ("the book's final CNN (chapter 10)", artifacts.best_model(final_cnn)),
+        "cnn": ("the CNN of chapter 9", artifacts.best_model(BOOK_CNN_RECIPE)),
+        "mlp": ("the seed's MLP (chapter 7)", artifacts.best_model(BOOK_RECIPE)),
     }
 
 
@@ -470,8 +449,7 @@ def ship_experiments() -> list[str]:
     import json
     import tempfile
 
-    from helpers import experiments
-    from helpers.data import atomic_write
+    from helpers import artifacts
 
     nb = nbformat.read(ROOT / "book" / "10_improving.ipynb", as_version=4)
     with tempfile.TemporaryDirectory() as tmp:
@@ -483,24 +461,20 @@ def ship_experiments() -> list[str]:
         keys = sorted(set(json.loads(record.read_text())))
     results = {}
     for key in keys:  # read them all before the shipped folder is emptied
-        folders = [experiments.cache_dir(), experiments.SHIPPED_RESULTS]
-        if (experiments.SHIPPED_MODELS / f"{key}.pt").is_file():
-            folders.reverse()  # keep the result of the run whose weights ship (ship-model)
-        for folder in folders:
-            result = experiments.read_result(folder / f"{key}.json")
-            current = result is not None and result["made_by"]["code"] == loop_code(result)
-            if current and not result["quick"]:
-                results[key] = result
-                break
-        else:
+        files = [artifacts.folder("result", shipped=s) / f"{key}.json" for s in (False, True)]
+        if (artifacts.folder("weights", shipped=True) / f"{key}.pt").is_file():
+            files.reverse()  # keep the result of the run whose weights ship (ship-model)
+        stored = [artifacts.read(file) for file in files if file.is_file()]
+        full = [r for r in stored if artifacts.is_current(r, loop_code(r)) and not r["quick"]]
+        if not full:
             raise SystemExit(f"no current full-run result {key}: is MNIST_BOOK_QUICK set?")
-    experiments.SHIPPED_RESULTS.mkdir(parents=True, exist_ok=True)
-    for old in experiments.SHIPPED_RESULTS.glob("*.json"):
+        results[key] = full[0]
+    shipped = artifacts.folder("result", shipped=True)
+    for old in shipped.glob("*.json"):
         old.unlink()
     entries = {}
     for key, result in results.items():
-        text = json.dumps(result, indent=1).encode()
-        atomic_write(experiments.SHIPPED_RESULTS / f"{key}.json", text)
+        artifacts.write(shipped / f"{key}.json", result)
         entries[f"{key}.json"] = {"recipe": key, "made_by": result["made_by"], "chapter": "10"}
     update_manifest("results", entries)
     return keys

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from helpers import data, training
+from helpers import artifacts, data, training
 from helpers import experiments as ex
 from helpers.loop import accuracy
 from helpers.models import MLP, LeNetLike, ResidualMLP, SimpleNN, count_parameters
@@ -124,35 +124,36 @@ def test_random_search_samples_the_space(tmp_path):
 
 
 def test_shipped_results_are_used_when_the_cache_has_none(tmp_path, monkeypatch):
-    shipped, cache = tmp_path / "shipped", tmp_path / "cache"
-    first = ex.run_experiment(TINY, quick=False, root=shipped)  # stands in for the book's run
-    monkeypatch.setattr(ex, "SHIPPED_RESULTS", ex.cache_dir(shipped))
+    book, cache = tmp_path / "book", tmp_path / "cache"
+    first = ex.run_experiment(TINY, quick=False, root=book)  # stands in for the book's run
+    monkeypatch.setattr(artifacts, "SHIPPED", tmp_path / "shipped")
+    shipped = artifacts.ship(artifacts.path("result", TINY, book), "result")
+    assert shipped == artifacts.path("result", TINY, shipped=True)
     monkeypatch.setattr(ex, "fit", lambda *a, **k: pytest.fail("trained a shipped recipe"))
     loaded = ex.run_experiment(TINY, quick=False, root=cache)
     assert loaded["cached"] and loaded["history"] == first["history"]
     assert not (ex.cache_dir(cache) / f"{TINY.key()}.json").exists(), "the cache is left alone"
 
 
-def test_an_unreadable_result_is_trained_again_with_a_warning(tmp_path):
+def test_an_unreadable_result_is_named_and_left_in_place(tmp_path, monkeypatch):
     path = ex.cache_dir(tmp_path) / f"{TINY.key()}.json"
     path.parent.mkdir()
-    for bad in ('{"key": "cut short', '{"key": "0123456789abcdef"}', "[1, 2]", "{}"):
+    monkeypatch.setattr(ex, "fit", lambda *a, **k: pytest.fail("trained over it"))
+    for bad in ('{"key": "cut short', '{"key": "0123456789abcdef"}', "[1, 2]"):
         path.write_text(bad)
-        with pytest.warns(UserWarning, match="ignoring unreadable result"):
-            result = ex.run_experiment(TINY, quick=False, root=tmp_path)
-        assert not result["cached"] and result["key"] == TINY.key()
-        assert ex.read_result(path)["key"] == TINY.key()  # replaced by a good one
+        with pytest.raises(artifacts.ArtifactError, match=f"{path.name} .*: delete it"):
+            ex.run_experiment(TINY, quick=False, root=tmp_path)
+        assert path.read_text() == bad  # nothing lost
 
 
-def test_a_result_made_by_other_code_is_trained_again(tmp_path):
+def test_a_result_made_by_other_code_is_trained_again_and_replaced(tmp_path):
     first = ex.run_experiment(TINY, quick=False, root=tmp_path)
     path = ex.cache_dir(tmp_path) / f"{TINY.key()}.json"
-    stale = {**first, "made_by": {**first["made_by"], "code": "0" * 16}}
-    path.write_text(json.dumps(stale))
-    with pytest.warns(UserWarning, match="made by training code 0000000000000000"):
+    for stale in ({**first, "made_by": {**first["made_by"], "code": "loop/0"}}, {}):
+        path.write_text(json.dumps(stale))
         again = ex.run_experiment(TINY, quick=False, root=tmp_path)
-    assert not again["cached"] and again["made_by"] == first["made_by"]
-    assert ex.read_result(path, first["made_by"]["code"]) is not None  # replaced by a current one
+        assert not again["cached"] and again["made_by"] == first["made_by"]
+        assert artifacts.read(path)["made_by"] == first["made_by"]  # replaced by a current one
 
 
 def test_kept_weights_are_the_run_the_result_reports(tmp_path, monkeypatch):
@@ -176,10 +177,11 @@ def test_a_result_without_its_own_weights_trains_again(tmp_path):
     other_run = {**state, "made_by": {**state["made_by"], "helpers": "0.0.0"}}
     torch.save(other_run, weights)
     assert not ex.run_experiment(TINY, quick=False, root=tmp_path, keep_model=True)["cached"]
+    again = ex.run_experiment(TINY, quick=False, root=tmp_path, keep_model=True)
+    assert again["cached"] and "model" in again  # the run just trained, and its weights
     weights.write_bytes(weights.read_bytes()[:100])
-    with pytest.warns(UserWarning, match="ignoring unreadable weights"):
-        again = ex.run_experiment(TINY, quick=False, root=tmp_path, keep_model=True)
-    assert not again["cached"] and ex.read_model(TINY, again, weights.parent) is not None
+    with pytest.raises(artifacts.ArtifactError, match=f"{weights.name} is not a readable"):
+        ex.run_experiment(TINY, quick=False, root=tmp_path, keep_model=True)
 
 
 def test_optuna_search_restores_optunas_log_level(tmp_path):

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-from helpers import data, inference, training
+from helpers import artifacts, data, inference
 from helpers.models import LeNetLike, SimpleNN, SmallCNN
 from helpers.recipe import BOOK_CNN_RECIPE, BOOK_RECIPE
 
@@ -92,13 +92,11 @@ def test_mnist_style_says_what_is_wrong_with_its_input():
 
 @pytest.mark.parametrize("recipe", [BOOK_RECIPE, BOOK_CNN_RECIPE], ids=lambda r: r.model)
 def test_exported_weights_reproduce_the_book_models_logits_without_torch(recipe, test_digits):
-    run = training.load_checkpoint(training.shipped_checkpoint(recipe), torch.device("cpu"))
-    run.model.load_state_dict(run.best_state)
-    run.model.eval()
-    header, blob = inference.export_weights(inference.folded(run.model), recipe.model)
+    model = artifacts.best_model(recipe)
+    header, blob = inference.export_weights(inference.folded(model), recipe.model)
     images = inference.normalize(test_digits)
     with torch.no_grad():
-        expected = run.model(torch.from_numpy(images).float().unsqueeze(1)).numpy()
+        expected = model(torch.from_numpy(images).float().unsqueeze(1)).numpy()
     logits = inference.numpy_forward(header, blob, images)
     np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-4)
     assert (logits.argmax(1) == expected.argmax(1)).all()

@@ -27,7 +27,8 @@ NOT_IN_OUTPUTS = {
         "6.7": "100% - 93.3%, the share of images the model is not sure about",
     },
     "10_improving.ipynb": {
-        "98.9": "LeCun's table: the 800-unit MLP trained on distorted images",
+        "98.9": "LeCun's table: the 800-unit MLP trained on affinely distorted images",
+        "99.3": "LeCun's table: the same MLP trained on elastic distortions (Simard et al.)",
         "99.45": "a hypothetical accuracy in an explanation of noise",
         "99.65": "Ciresan et al.'s published MLP result, in Further reading",
     },

@@ -25,7 +25,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import data, experiments, loop, provenance, training
+from helpers import artifacts, data, experiments, loop, provenance, training
 from helpers.models import SimpleNN
 from helpers.recipe import BOOK_RECIPE, stamp
 
@@ -76,7 +76,7 @@ def test_the_record_covers_every_loop_and_model_that_ships(record):
         if name.startswith("checkpoints/"):
             shipped = ("seed-loop", training.read_checkpoint(SHIPPED / name)["recipe"]["model"])
         else:
-            result = experiments.read_result(SHIPPED / "results" / f"{Path(name).stem}.json")
+            result = artifacts.read(SHIPPED / "results" / f"{Path(name).stem}.json")
             shipped = ("loop", result["recipe"]["model"])
         assert shipped in models, f"{name}: no fingerprint replays {shipped}"
 
@@ -125,9 +125,9 @@ REFACTORS = [
     ),
     # a reworded error message, and a docstring
     (
-        "training.py",
-        "It may be truncated or corrupt: delete it and train again.",
-        "Delete it and train again: it is truncated or corrupt.",
+        "artifacts.py",
+        'RETRAIN = "delete it and train again"',
+        'RETRAIN = "train again, once you have deleted it"',
     ),
     ("loop.py", '"""One step of gradient descent', '"""A single step of gradient descent'),
     # a function extracted from the seed's loop (and a local variable renamed)
@@ -162,26 +162,26 @@ CHECK_IN_THE_COPY = """
 import json, sys
 from pathlib import Path
 import helpers
-from helpers import experiments, loop, provenance, training
+from helpers import artifacts, experiments, loop, provenance, training
 from helpers.recipe import BOOK_CNN_RECIPE, BOOK_RECIPE, Recipe
 assert Path(helpers.__file__).parent == Path(sys.argv[1]), helpers.__file__
 for recipe in (BOOK_RECIPE, BOOK_CNN_RECIPE):
-    assert training.is_current(training.shipped_checkpoint(recipe), recipe)
-    training.best_model(recipe)
-experiments.shipped_model(experiments.on_full_training_set(experiments.CNN_RECIPE))
-shipped = Path(helpers.__file__).parent / "shipped"
-for name in json.loads((shipped / "manifest.json").read_text()):
-    path = shipped / name
+    artifacts.require(training.shipped_checkpoint(recipe), training.seed_loop_code(recipe))
+    artifacts.best_model(recipe)
+artifacts.best_model(experiments.on_full_training_set(experiments.CNN_RECIPE))
+for name in artifacts.manifest():
+    path = artifacts.SHIPPED / name
     if name.startswith("checkpoints/"):
         recipe = Recipe.from_dict(training.read_checkpoint(path)["recipe"])
-        assert training.is_current(path, recipe), name
+        artifacts.require(path, training.seed_loop_code(recipe))
     elif name.startswith("results/"):
-        recipe = Recipe.from_dict(json.loads(path.read_text())["recipe"])
-        assert experiments.read_result(path, loop.loop_code(recipe)) is not None, name
+        recipe = Recipe.from_dict(artifacts.read(path)["recipe"])
+        artifacts.require(path, loop.loop_code(recipe))
     else:
-        result = shipped / "results" / (path.stem + ".json")
-        recipe = Recipe.from_dict(json.loads(result.read_text())["recipe"])
-        assert experiments.shipped_model(recipe) is not None, name
+        result = artifacts.SHIPPED / "results" / (path.stem + ".json")
+        recipe = Recipe.from_dict(artifacts.read(result)["recipe"])
+        artifacts.require(path, loop.loop_code(recipe))
+        artifacts.best_model(recipe)
 names = sys.argv[2:]
 print(json.dumps(provenance.fingerprints(names)))
 """
@@ -278,12 +278,12 @@ def test_a_change_to_the_arithmetic_without_a_version_bump_is_caught(record, mon
 
 LR_DEFAULT_CHANGED = """
 import json, sys
-from helpers import provenance, training
+from helpers import artifacts, provenance, training
 from helpers.recipe import BOOK_RECIPE
 assert BOOK_RECIPE.lr == 2e-3
 try:
     training.shipped_checkpoint(BOOK_RECIPE)
-except FileNotFoundError:
+except artifacts.ArtifactError:
     print(json.dumps(provenance.fingerprints(sys.argv[1:])))
 """
 
@@ -302,10 +302,12 @@ def test_a_version_bump_makes_stored_results_stale_until_the_record_is_made_agai
     monkeypatch.setattr(loop, "LOOP_VERSION", loop.LOOP_VERSION + 1)
     monkeypatch.setattr(training, "SEED_LOOP_VERSION", training.SEED_LOOP_VERSION + 1)
     path = training.shipped_checkpoint(BOOK_RECIPE)
-    assert not training.is_current(path, BOOK_RECIPE)
+    assert training.find_checkpoint(BOOK_RECIPE, Path("/nonexistent")) is None
     result = SHIPPED / "results" / f"{experiments.ABLATION_BASE.key()}.json"
-    with pytest.warns(UserWarning, match="made by training code loop/1, now loop/2"):
-        assert experiments.read_result(result, loop.loop_code()) is None
+    assert artifacts.current(result, loop.loop_code()) is None
+    for stale, now in ((path, "seed-loop/2"), (result, "loop/2")):
+        with pytest.raises(artifacts.ArtifactError, match=f"made by .*/1, .* now {now}: train"):
+            artifacts.require(stale, now)
     bumped = copy.deepcopy(record)
     for run in bumped["runs"].values():
         run["code"] = run["code"].replace("/1", "/2")

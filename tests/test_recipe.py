@@ -110,12 +110,12 @@ def test_a_recipe_cannot_change_and_can_be_hashed():
 
 
 def test_freezing_model_kwargs_keeps_the_keys_that_name_files():
-    from helpers import experiments
+    from helpers import artifacts, experiments
 
     wider = experiments.ablation_variants()["wider MLP (512-256)"]
     assert wider.model_kwargs == {"hidden": (512, 256)}
     assert wider.to_dict()["model_kwargs"] == {"hidden": [512, 256]}
-    assert (experiments.SHIPPED_RESULTS / f"{wider.key()}.json").is_file(), "its shipped name"
+    assert artifacts.path("result", wider, shipped=True).is_file(), "its shipped name"
     assert wider.key() == replace(wider, model_kwargs={"hidden": [512, 256]}).key()
 
 

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import data, experiments, loop, training
+from helpers import artifacts, data, experiments, loop, training
 from helpers.loop import loop_code
 from helpers.recipe import BOOK_CNN_RECIPE, BOOK_RECIPE, Recipe
 
-SHIPPED = Path(training.__file__).parent / "shipped"
+SHIPPED = artifacts.SHIPPED
 MANIFEST = json.loads((SHIPPED / "manifest.json").read_text())
 FILES = sorted(
     str(p.relative_to(SHIPPED))
@@ -57,14 +57,14 @@ def test_the_shipped_checkpoint_was_made_by_todays_code(name):
 @pytest.mark.parametrize(("chapter", "recipe"), [("07", BOOK_RECIPE), ("09", BOOK_CNN_RECIPE)])
 def test_the_models_chapters_07_and_09_train_ship(chapter, recipe):
     path = training.shipped_checkpoint(recipe)
-    assert training.is_current(path, recipe)
-    assert training.read_checkpoint(path)["epoch"] == recipe.epochs
+    assert artifacts.require(path, training.seed_loop_code(recipe))["epoch"] == recipe.epochs
+    assert not artifacts.best_model(recipe).training
     assert MANIFEST[f"checkpoints/{path.name}"]["chapter"] == chapter
 
 
 @pytest.mark.parametrize("name", [n for n in FILES if n.startswith("results/")])
 def test_each_shipped_result_was_made_by_todays_code(name):
-    result = experiments.read_result(SHIPPED / name)
+    result = artifacts.read(SHIPPED / name)
     recipe = Recipe.from_dict(result["recipe"])
     assert recipe.key() == Path(name).stem == MANIFEST[name]["recipe"]
     assert result["made_by"] == MANIFEST[name]["made_by"] and not result["quick"]
@@ -77,10 +77,11 @@ def test_each_shipped_result_was_made_by_todays_code(name):
 @pytest.mark.parametrize("name", [n for n in FILES if n.startswith("models/")])
 def test_each_shipped_model_is_the_run_its_result_reports(name):
     key = Path(name).stem
-    result = experiments.read_result(SHIPPED / "results" / f"{key}.json")
+    result = artifacts.read(SHIPPED / "results" / f"{key}.json")
     recipe = Recipe.from_dict(result["recipe"])
-    model = experiments.read_model(recipe, result, experiments.SHIPPED_RESULTS)
-    assert model is not None, f"{name} is not the run of results/{key}.json"
+    weights = artifacts.require(SHIPPED / name, loop_code(recipe))
+    assert weights["made_by"] == result["made_by"], f"{name} is not the run of results/{key}.json"
+    model = artifacts.best_model(recipe)
     assert MANIFEST[name]["made_by"] == result["made_by"] and MANIFEST[name]["recipe"] == key
     images, labels = data.mnist_tensors(train=False)
     assert loop.accuracy(model, images, labels) == result["test_acc"], "not the weights scored"
@@ -88,7 +89,7 @@ def test_each_shipped_model_is_the_run_its_result_reports(name):
 
 def test_chapter_10s_final_cnn_ships_with_its_weights():
     recipe = experiments.on_full_training_set(experiments.CNN_RECIPE)
-    assert type(experiments.shipped_model(recipe)).__name__ == "LeNetLike"
+    assert type(artifacts.best_model(recipe)).__name__ == "LeNetLike"
     assert MANIFEST[f"models/{recipe.key()}.pt"]["chapter"] == "10"
 
 

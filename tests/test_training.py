@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import data, runtime, training
+from helpers import artifacts, data, runtime, training
 from helpers.models import SimpleNN
 from helpers.recipe import BOOK_RECIPE, Recipe
 from helpers.training import CheckpointError
@@ -184,7 +184,7 @@ def test_loading_to_evaluate_leaves_every_generator_alone(tmp_path):
     run = training.load_checkpoint(path, torch.device("cpu"))
     assert draws(torch.Generator().manual_seed(99)) == expected and run.epoch == 0
     runtime.seed_everything(1234)
-    training.best_model(BOOK_RECIPE)
+    artifacts.best_model(BOOK_RECIPE)
     assert draws(torch.Generator().manual_seed(99)) == expected
 
 
@@ -347,7 +347,7 @@ def test_load_or_train_trains_once_then_loads(tmp_path, monkeypatch):
 
 def test_shipped_checkpoint_is_used_and_a_half_finished_one_is_resumed(tmp_path, monkeypatch):
     cache, shipped = tmp_path / "cache", tmp_path / "shipped"
-    monkeypatch.setattr(training, "SHIPPED_CHECKPOINTS", shipped)
+    monkeypatch.setattr(artifacts, "SHIPPED", shipped)
     recipe = dataclasses.replace(SMALL, epochs=2)
     train_loader, val_loader, _ = training.recipe_loaders(recipe)
     half = training.train_model(
@@ -357,9 +357,8 @@ def test_shipped_checkpoint_is_used_and_a_half_finished_one_is_resumed(tmp_path,
         epochs=1,
         progress=False,
     )
-    shipped.mkdir()
     name = local_checkpoint(cache, recipe).name
-    training.save_checkpoint(half, shipped / name, train_loader.generator)
+    training.save_checkpoint(half, shipped / "checkpoints" / name, train_loader.generator)
 
     resumed, _ = training.load_or_train(recipe, CPU, progress=False, root=cache)
     assert resumed.epoch == 2 and resumed.history["train_loss"][0] == half.history["train_loss"][0]
@@ -367,23 +366,23 @@ def test_shipped_checkpoint_is_used_and_a_half_finished_one_is_resumed(tmp_path,
 
     monkeypatch.setattr(training, "train_model", lambda *a, **k: pytest.fail("retrained"))
     local_checkpoint(cache, recipe).unlink()
-    training.save_checkpoint(resumed, shipped / name)
+    training.save_checkpoint(resumed, shipped / "checkpoints" / name)
     loaded, _ = training.load_or_train(recipe, CPU, progress=False, root=cache)
     assert loaded.history == resumed.history
 
 
-def test_a_checkpoint_made_by_other_code_is_not_used(tmp_path, monkeypatch):
+def test_a_checkpoint_made_by_other_code_is_trained_again_and_replaced(tmp_path):
     recipe = dataclasses.replace(SMALL, epochs=1)
     run, _ = training.load_or_train(recipe, CPU, progress=False, root=tmp_path)
     path = local_checkpoint(tmp_path, recipe)
     state = torch.load(path, weights_only=True)
-    state["made_by"]["code"] = "0" * 16  # as if the loop had changed since
+    state["made_by"]["code"] = "seed-loop/0"  # as if the loop had changed since
     torch.save(state, path)
-    assert not training.is_current(path, recipe)
-    with pytest.warns(UserWarning, match="made by older training code"):
-        again, _ = training.load_or_train(recipe, CPU, progress=False, root=tmp_path)
+    today = training.seed_loop_code()
+    assert training.find_checkpoint(recipe, tmp_path) is None, "stale: as if absent"
+    again, _ = training.load_or_train(recipe, CPU, progress=False, root=tmp_path)
     assert again.history == run.history  # trained again, by today's (deterministic) code
-    assert training.is_current(path, recipe)
+    assert artifacts.is_current(training.read_checkpoint(path), today)
 
 
 def test_the_seeds_loop_refuses_what_it_cannot_do():
@@ -392,22 +391,22 @@ def test_the_seeds_loop_refuses_what_it_cannot_do():
             training.new_run(recipe, CPU)
 
 
-def test_unusable_checkpoint_warns_and_trains_again(tmp_path):
+def test_an_unreadable_checkpoint_is_named_and_left_in_place(tmp_path, monkeypatch):
     recipe = dataclasses.replace(SMALL, epochs=1)
     bad = local_checkpoint(tmp_path, recipe)
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"garbage")
-    with pytest.warns(UserWarning, match="not a readable checkpoint"):
-        run, _ = training.load_or_train(recipe, CPU, progress=False, root=tmp_path)
-    assert run.epoch == 1
-    assert training.read_checkpoint(bad)["epoch"] == 1  # replaced by a good one
+    monkeypatch.setattr(training, "train_model", lambda *a, **k: pytest.fail("trained over it"))
+    with pytest.raises(artifacts.ArtifactError, match=f"{bad.name} is not a readable.*delete it"):
+        training.load_or_train(recipe, CPU, progress=False, root=tmp_path)
+    assert bad.read_bytes() == b"garbage"  # nothing lost
 
 
 def test_shipped_checkpoint_is_the_book_model_and_says_when_there_is_none():
     path = training.shipped_checkpoint(BOOK_RECIPE)
-    assert path.parent == training.SHIPPED_CHECKPOINTS
+    assert path.parent == artifacts.folder("checkpoint", shipped=True)
     state = training.read_checkpoint(path)
     assert Recipe(**state["recipe"]) == BOOK_RECIPE
     assert state["epoch"] == BOOK_RECIPE.epochs
-    with pytest.raises(FileNotFoundError, match="ships no checkpoint"):
+    with pytest.raises(artifacts.ArtifactError, match="ships no checkpoint"):
         training.shipped_checkpoint(Recipe(epochs=1))
