@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
-import io
 import json
 import os
 import sys
@@ -36,6 +35,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DistributedSampler
 
+from helpers import artifacts
 from helpers.data import atomic_write, mnist_tensors
 from helpers.fast import swap_modules
 from helpers.loop import Tensors, accuracy, train_step
@@ -114,9 +114,7 @@ def save_checkpoint(model: nn.Module, path: Path) -> None:
     them all; N processes writing one file would race, and N files would be N equal copies.
     """
     if is_rank0():
-        buffer = io.BytesIO()
-        torch.save(model.module.state_dict(), buffer)
-        atomic_write(Path(path), buffer.getvalue())
+        artifacts.write(path, model.module.state_dict())  # atomically, as every trained file
     dist.barrier()
 
 
