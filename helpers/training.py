@@ -382,7 +382,7 @@ def shipped_checkpoint(recipe: Recipe) -> Path:
     if not path.is_file():
         raise artifacts.ArtifactError(
             f"The book ships no checkpoint {path.name} for this recipe: load_or_train(recipe) "
-            "trains it (maintainers: run the chapter in full, then book_tools ship-checkpoint)."
+            "trains it (maintainers: run the chapter in full, then scripts/ship.py checkpoint)."
         )
     return path
 

@@ -1,14 +1,7 @@
-"""Maintainer tools for the chapters: the shared setup cell, and executing notebooks for commit.
-
-python scripts/book_tools.py execute book/01_data.ipynb ...   # full run, outputs stored
-python scripts/book_tools.py record-live book/11_fast_training.ipynb  # re-measure what it loads
-python scripts/book_tools.py setup-cell                       # print the canonical first cells
-python scripts/book_tools.py sync-setup-cell                  # write them into every chapter
-python scripts/book_tools.py version                          # print the book's version
-python scripts/book_tools.py refresh-sources                  # re-print helper source listings
-python scripts/book_tools.py ship-checkpoint 07               # ship chapter 07's model (or 09)
-python scripts/book_tools.py ship-experiments                 # ship chapter 10's results
-python scripts/book_tools.py ship-model                       # ship chapter 10's final CNN
+"""Maintainer tools for the chapters: the shared first cells, executing notebooks for commit,
+the chapters' collapsed checks and displayed sources, the web page's models, both editions'
+build and the Chinese translation files. `python scripts/book_tools.py --help` lists the
+commands (generated from `COMMANDS`); shipping trained models is `scripts/ship.py`.
 """
 
 from __future__ import annotations
@@ -19,6 +12,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import nbformat
@@ -286,93 +280,6 @@ def execute(path: Path, timeout: int = 3600) -> float:
     return seconds
 
 
-def git_commit() -> str:
-    """The commit the shipped files were made on, `-dirty` if the tree had uncommitted changes."""
-    import subprocess
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
-
-    return git("rev-parse", "--short", "HEAD").strip() + ("-dirty" if git("status", "-s") else "")
-
-
-def update_manifest(folder: str, entries: dict[str, dict], prefix: str = "") -> None:
-    """Replace the manifest's entries for `folder` (checkpoints/ or results/) with `entries`.
-
-    Only the entries whose file name starts with `prefix` are replaced (all, by default).
-
-    Each entry records the file's sha256, the recipe key and what made it (`made_by`: the
-    training path's version, e.g. `loop/1`, and the torch and helpers versions), the commit and
-    the date; `tests/test_shipped.py` checks that every file matches its entry and that its
-    training path's version is still today's. Written atomically, like every shipped file.
-    """
-    import datetime
-
-    from helpers import artifacts
-
-    replaced = f"{folder}/{prefix}"
-    manifest = {n: e for n, e in artifacts.manifest().items() if not n.startswith(replaced)}
-    made = {"commit": git_commit(), "date": datetime.date.today().isoformat()}
-    for name, entry in entries.items():
-        path = artifacts.SHIPPED / folder / name
-        manifest[f"{folder}/{name}"] = {"sha256": artifacts.sha256(path), **entry, **made}
-    artifacts.write_manifest(manifest)
-
-
-def shipped_recipes() -> dict[str, object]:
-    """The recipes whose full-run checkpoints ship, by the chapter that trains them."""
-    from helpers.recipe import BOOK_CNN_RECIPE, BOOK_RECIPE
-
-    return {"07": BOOK_RECIPE, "09": BOOK_CNN_RECIPE}
-
-
-def ship_checkpoint(chapter: str) -> Path:
-    """Copy the full run of a chapter's recipe into the package, and record it in the manifest.
-
-    Chapter 07 trains `BOOK_RECIPE`, which chapters 08 to 10 evaluate; chapter 09 trains
-    `BOOK_CNN_RECIPE`. Readers, CI and Colab then load exactly those models, without training.
-    """
-    from helpers import artifacts, training
-
-    recipe = shipped_recipes()[chapter]
-    source = training.checkpoint_path(recipe)
-    training.read_checkpoint(source)  # refuses a corrupt file, or one of another format
-    state = artifacts.require(source, training.seed_loop_code(recipe))  # refuses a stale one
-    if state["epoch"] != recipe.epochs:
-        raise SystemExit(f"{source.name} is unfinished: run chapter {chapter} in full first")
-    folder = artifacts.path("checkpoint", recipe, shipped=True).parent
-    for old in folder.glob(f"{recipe.model}-*.pt"):  # this model's older runs
-        old.unlink()
-    shipped = artifacts.ship(source, "checkpoint")
-    entry = {"recipe": recipe.key(), "made_by": state["made_by"], "chapter": chapter}
-    update_manifest("checkpoints", {shipped.name: entry}, prefix=f"{recipe.model}-")
-    return shipped
-
-
-def ship_model() -> list[Path]:
-    """Ship chapter 10's final CNN: its weights and its result, from one run, with helpers.
-
-    Loads the run from the cache if this code made it with its weights kept, else trains it
-    (about 7 minutes on 2 cores), with the chapter's thread count: a different count sums in a
-    different order and ends a few test images apart. The Draw-a-digit page offers the model.
-    """
-    import torch
-
-    from helpers import artifacts, experiments, runtime
-
-    torch.set_num_threads(runtime.book_threads())  # as the chapter runs: its numbers, exactly
-    recipe = experiments.on_full_training_set(experiments.CNN_RECIPE)
-    result = experiments.run_experiment(recipe, keep_model=True)
-    cached = {kind: artifacts.path(kind, recipe) for kind in ("result", "weights")}
-    if result["cached"] and not cached["weights"].is_file():
-        return []  # it already ships, weights and result together
-    shipped = [artifacts.ship(file, kind) for kind, file in cached.items()]
-    entry = {"recipe": recipe.key(), "made_by": result["made_by"], "chapter": "10"}
-    update_manifest("results", {cached["result"].name: entry}, prefix=cached["result"].name)
-    update_manifest("models", {cached["weights"].name: entry})
-    return shipped
-
-
 WEB_BUNDLE = ROOT / "_static" / "mnist" / "weights.mjs"
 
 
@@ -422,70 +329,6 @@ def export_web() -> Path:
     WEB_BUNDLE.parent.mkdir(parents=True, exist_ok=True)
     WEB_BUNDLE.write_text(web_bundle_text())
     return WEB_BUNDLE
-
-
-RECORD_RESULTS = """\
-import helpers.experiments as _experiments
-
-_used_keys, _run_experiment = [], _experiments.run_experiment
-
-
-def _recording(*args, **kwargs):
-    result = _run_experiment(*args, **kwargs)
-    _used_keys.append(result["key"])
-    return result
-
-
-_experiments.run_experiment = _recording"""
-
-
-def ship_experiments() -> list[str]:
-    """Ship exactly the experiment results chapter 10 uses, from its full run.
-
-    The chapter runs (not saved) with `run_experiment` wrapped to record every result it asks
-    for: those in the cache or already shipped load in seconds, missing ones train. Then the
-    shipped folder is replaced by just those results, so stale ones do not linger.
-    """
-    import json
-    import tempfile
-
-    from helpers import artifacts
-
-    nb = nbformat.read(ROOT / "book" / "10_improving.ipynb", as_version=4)
-    with tempfile.TemporaryDirectory() as tmp:
-        record = Path(tmp) / "keys.json"
-        nb.cells.insert(0, nbformat.v4.new_code_cell(RECORD_RESULTS))
-        save = f"open({str(record)!r}, 'w').write(__import__('json').dumps(_used_keys))"
-        nb.cells.append(nbformat.v4.new_code_cell(save))
-        run_notebook(nb, ROOT / "book")
-        keys = sorted(set(json.loads(record.read_text())))
-    results = {}
-    for key in keys:  # read them all before the shipped folder is emptied
-        files = [artifacts.folder("result", shipped=s) / f"{key}.json" for s in (False, True)]
-        if (artifacts.folder("weights", shipped=True) / f"{key}.pt").is_file():
-            files.reverse()  # keep the result of the run whose weights ship (ship-model)
-        stored = [artifacts.read(file) for file in files if file.is_file()]
-        full = [r for r in stored if artifacts.is_current(r, loop_code(r)) and not r["quick"]]
-        if not full:
-            raise SystemExit(f"no current full-run result {key}: is MNIST_BOOK_QUICK set?")
-        results[key] = full[0]
-    shipped = artifacts.folder("result", shipped=True)
-    for old in shipped.glob("*.json"):
-        old.unlink()
-    entries = {}
-    for key, result in results.items():
-        artifacts.write(shipped / f"{key}.json", result)
-        entries[f"{key}.json"] = {"recipe": key, "made_by": result["made_by"], "chapter": "10"}
-    update_manifest("results", entries)
-    return keys
-
-
-def loop_code(result: dict) -> str:
-    """The hash of today's code for the recipe a stored result ran."""
-    from helpers.loop import loop_code
-    from helpers.recipe import Recipe
-
-    return loop_code(Recipe(**result["recipe"]))
 
 
 def build(out: Path = ROOT) -> Path:
@@ -541,79 +384,109 @@ def zh_command(args: argparse.Namespace) -> None:
             print(f"{path.relative_to(ROOT)}: {problem}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("execute", help="run notebooks and store their outputs")
-    run.add_argument("notebooks", nargs="+", type=Path)
-    live = sub.add_parser("record-live", help="re-measure what a chapter loads (LIVE = True)")
-    live.add_argument("notebook", type=Path)
-    sub.add_parser("setup-cell", help="print the canonical install and setup cells")
-    sync = sub.add_parser("sync-setup-cell", help="write the setup cell into every chapter")
-    sync.add_argument("folder", nargs="?", type=Path, default=ROOT / "book", help=argparse.SUPPRESS)
-    sub.add_parser("version", help="print the book's version (tag v<version>)")
-    sub.add_parser("refresh-sources", help="re-print the helper source the chapters show")
-    sub.add_parser("fold-checks", help="collapse every check cell in every frontend")
-    ship = sub.add_parser("ship-checkpoint", help="ship a chapter's full-run model with helpers")
-    ship.add_argument("chapter", choices=["07", "09"], help="07: BOOK_RECIPE, 09: BOOK_CNN_RECIPE")
-    sub.add_parser("ship-experiments", help="ship the results chapter 10's full run uses")
-    sub.add_parser("ship-model", help="ship chapter 10's final CNN (weights and result)")
-    sub.add_parser("export-web", help="write the Draw-a-digit page's models (_static/mnist)")
-    both = sub.add_parser("build", help="build the English and the Chinese edition (-W)")
-    both.add_argument("--path-output", type=Path, default=ROOT, help="where _build/ goes")
-    sub.add_parser("zh-update", help="bring i18n/zh/ in step with the English cells; list gaps")
-    sub.add_parser("zh-generate", help="write the Chinese edition (zh/) from the translations")
-    accept = sub.add_parser("zh-accept", help="mark a cell's edited Chinese as up to date")
-    accept.add_argument("page", type=Path, help="the English page, e.g. book/07_training.ipynb")
-    accept.add_argument("cells", nargs="+", help="ids of the cells whose Chinese you updated")
-    args = parser.parse_args()
-    if args.command in ("zh-update", "zh-accept", "zh-generate"):
-        zh_command(args)
-        return
-    if args.command == "build":
-        print(f"built {build(args.path_output.resolve())} (the Chinese edition in its zh/)")
-        return
-    if args.command == "setup-cell":
-        print(*setup_cells(), sep="\n\n# ---\n\n")
-        return
-    if args.command == "sync-setup-cell":
-        changed = sync_setup_cell(args.folder)
-        print(f"setup cell written into {len(changed)} chapter(s)", *changed, sep="\n")
-        return
-    if args.command == "version":
-        print(book_version())
-        return
-    if args.command == "refresh-sources":
-        for path in sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb")):
-            print(f"{path.name}: {refresh_sources(path)} source cell(s) refreshed")
-        return
-    if args.command == "fold-checks":
-        for path in sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb")):
-            print(f"{path.name}: {fold_checks(path)} check cell(s) folded")
-        return
-    if args.command == "ship-checkpoint":
-        print(f"shipped {ship_checkpoint(args.chapter).relative_to(ROOT)}")
-        return
-    if args.command == "ship-model":
-        for path in ship_model():
-            print(f"shipped {path.relative_to(ROOT)}")
-        return
-    if args.command == "record-live":
-        seconds = record_live(args.notebook)
-        print(f"recorded {args.notebook.name}'s measurements in {seconds:.0f} s: now execute it")
-        return
-    if args.command == "export-web":
-        print(f"wrote {export_web().relative_to(ROOT)}")
-        return
-    if args.command == "ship-experiments":
-        print(f"shipped {len(ship_experiments())} results of chapter 10's full run")
-        return
+def execute_command(args: argparse.Namespace) -> None:
+    """Run each notebook on a fresh kernel, store its outputs, collapse its checks."""
     for path in args.notebooks:
         seconds = execute(path)
         fold_checks(path)
         print(f"{path}: executed in {seconds:.1f} s", file=sys.stderr)
+
+
+def each_chapter(action: Callable[[Path], int], done: str) -> None:
+    """Run `action` on every chapter and say how many cells it changed in each."""
+    for path in sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb")):
+        print(f"{path.name}: {action(path)} {done}")
+
+
+def sync_command(args: argparse.Namespace) -> None:
+    """Write the canonical first cells into every chapter."""
+    changed = sync_setup_cell(args.folder)
+    print(f"setup cell written into {len(changed)} chapter(s)", *changed, sep="\n")
+
+
+def record_live_command(args: argparse.Namespace) -> None:
+    """Re-measure what a chapter loads, with its LIVE switch on."""
+    seconds = record_live(args.notebook)
+    print(f"recorded {args.notebook.name}'s measurements in {seconds:.0f} s: now execute it")
+
+
+# name: (help, what it does, its arguments as (flags, add_argument's keywords))
+COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], None], list]] = {
+    "execute": (
+        "run notebooks on a fresh kernel and store their outputs",
+        execute_command,
+        [(("notebooks",), {"nargs": "+", "type": Path})],
+    ),
+    "record-live": (
+        "re-measure what a chapter loads (LIVE = True), then execute it",
+        record_live_command,
+        [(("notebook",), {"type": Path})],
+    ),
+    "setup-cell": (
+        "print the canonical install and setup cells",
+        lambda args: print(*setup_cells(), sep="\n\n# ---\n\n"),
+        [],
+    ),
+    "sync-setup-cell": (
+        "write the install and setup cells into every chapter",
+        sync_command,
+        [(("folder",), {"nargs": "?", "type": Path, "default": ROOT / "book", "help": "SUPPRESS"})],
+    ),
+    "version": (
+        "print the book's version (tag v<version>)",
+        lambda args: print(book_version()),
+        [],
+    ),
+    "refresh-sources": (
+        "re-print the helper source the chapters show",
+        lambda args: each_chapter(refresh_sources, "source cell(s) refreshed"),
+        [],
+    ),
+    "fold-checks": (
+        "collapse every check cell in every frontend",
+        lambda args: each_chapter(fold_checks, "check cell(s) folded"),
+        [],
+    ),
+    "export-web": (
+        "write the Draw-a-digit page's models (_static/mnist)",
+        lambda args: print(f"wrote {export_web().relative_to(ROOT)}"),
+        [],
+    ),
+    "build": (
+        "build the English and the Chinese edition (-W)",
+        lambda args: print(f"built {build(args.path_output.resolve())} (Chinese in its zh/)"),
+        [(("--path-output",), {"type": Path, "default": ROOT, "help": "where _build/ goes"})],
+    ),
+    "zh-update": ("bring i18n/zh/ in step with the English cells; list gaps", zh_command, []),
+    "zh-generate": ("write the Chinese edition (zh/) from the translations", zh_command, []),
+    "zh-accept": (
+        "mark a cell's edited Chinese as up to date",
+        zh_command,
+        [
+            (("page",), {"type": Path, "help": "the English page, e.g. book/07_training.ipynb"}),
+            (("cells",), {"nargs": "+", "help": "ids of the cells whose Chinese you updated"}),
+        ],
+    ),
+}
+
+
+def parser_for(commands: dict[str, tuple], description: str) -> argparse.ArgumentParser:
+    """A command line whose subcommands and help come from a table like `COMMANDS`."""
+    parser = argparse.ArgumentParser(description=description)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (text, _, arguments) in commands.items():
+        command = sub.add_parser(name, help=text, description=text)
+        for flags, options in arguments:
+            if options.get("help") == "SUPPRESS":
+                options = {**options, "help": argparse.SUPPRESS}
+            command.add_argument(*flags, **options)
+    return parser
+
+
+def main() -> None:
+    """Run the command the command line names."""
+    args = parser_for(COMMANDS, " ".join(__doc__.split("\n\n")[0].split())).parse_args()
+    COMMANDS[args.command][1](args)
 
 
 if __name__ == "__main__":

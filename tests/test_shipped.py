@@ -6,8 +6,8 @@ They are honest only while the loop that made them computes the same numbers tod
 its loop's version (`helpers.training.SEED_LOOP_VERSION`, `helpers.loop.LOOP_VERSION`), which is
 bumped when a change alters those numbers (tests/test_provenance.py catches a change that forgot
 to). If this test fails after a bump, the artifacts must be made again
-(`scripts/book_tools.py ship-checkpoint 07` after a full run of chapter 07, `ship-checkpoint 09`
-after chapter 09, `ship-experiments` for chapter 10, `ship-model` for its final CNN), not the
+(`scripts/ship.py checkpoint 07` after a full run of chapter 07, `ship.py checkpoint 09`
+after chapter 09, `ship.py experiments` for chapter 10, `ship.py model` for its final CNN), not the
 test relaxed. A refactor changes no version, and so leaves them current.
 """
 
@@ -50,7 +50,7 @@ def test_the_shipped_checkpoint_was_made_by_todays_code(name):
     assert state["made_by"]["code"] == training.seed_loop_code(), (
         f"{name} was made by {state['made_by']['code']}, and the seed's loop is now "
         f"{training.seed_loop_code()}: run the chapter that trains it in full and "
-        f"`python scripts/book_tools.py ship-checkpoint {MANIFEST[name]['chapter']}`"
+        f"`python scripts/ship.py checkpoint {MANIFEST[name]['chapter']}`"
     )
 
 
@@ -70,7 +70,7 @@ def test_each_shipped_result_was_made_by_todays_code(name):
     assert result["made_by"] == MANIFEST[name]["made_by"] and not result["quick"]
     assert result["made_by"]["code"] == loop_code(), (
         f"{name} was made by {result['made_by']['code']}, and the in-memory loop is now "
-        f"{loop_code()}: run `python scripts/book_tools.py ship-experiments` (chapter 10 in full)"
+        f"{loop_code()}: run `python scripts/ship.py experiments` (chapter 10 in full)"
     )
 
 

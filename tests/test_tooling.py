@@ -18,7 +18,7 @@ WORKFLOW = ROOT / ".github" / "workflows" / "book.yml"
 PRE_COMMIT = ROOT / ".pre-commit-config.yaml"
 # The book_tools commands that are not fixers: they need a full run or a translator's call, or
 # they only print or build.
-NOT_HOOKS = {"execute", "record-live", "ship-checkpoint", "ship-experiments", "ship-model"}
+NOT_HOOKS = {"execute", "record-live"}
 NOT_HOOKS |= {"zh-accept", "setup-cell", "version", "build"}
 
 
