@@ -61,15 +61,6 @@ def served(built_book: Path) -> Iterator[str]:
     server.shutdown()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with playwright.sync_playwright() as p:
-        args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=args)
-        yield chromium
-        chromium.close()
-
-
 @pytest.fixture
 def draw_page(browser: object, served: str) -> Iterator[tuple[object, dict]]:
     """The page, ready, with what it logged and requested (errors, requests off 127.0.0.1)."""

@@ -202,16 +202,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             process.wait()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    """Headless Debian Chromium, driven by Playwright."""
-    with playwright.sync_playwright() as p:
-        args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=args)
-        yield chromium
-        chromium.close()
-
-
 def files_in(folder: Path) -> dict[str, int]:
     """Every file under `folder` but JupyterLab's own checkpoints: its last change, by path."""
     return {

@@ -39,13 +39,16 @@ def uses(job: dict) -> list[str]:
     return [step["uses"].split("@")[0] for step in job["steps"] if "uses" in step]
 
 
-def test_the_workflow_passes_actionlint():
-    if not shutil.which("actionlint"):
-        pytest.skip("actionlint is not installed: pip install -r requirements.txt")
-    done = subprocess.run(
-        ["actionlint", "-no-color", str(WORKFLOW)], capture_output=True, text=True
-    )
+def run_tool(*command: str) -> None:
+    """Run an installed tool and fail with its output if it fails (skip where it is missing)."""
+    if not shutil.which(command[0]):
+        pytest.skip(f"{command[0]} is not installed: pip install -r requirements.txt")
+    done = subprocess.run(command, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_workflow_passes_actionlint():
+    run_tool("actionlint", "-no-color", str(WORKFLOW))
 
 
 def test_the_workflow_checks_every_push_and_pull_request():
@@ -117,9 +120,4 @@ def test_pre_commit_runs_every_fixer_the_tests_name():
 
 
 def test_pre_commit_reads_its_configuration():
-    if not shutil.which("pre-commit"):
-        pytest.skip("pre-commit is not installed: pip install -r requirements.txt")
-    done = subprocess.run(
-        ["pre-commit", "validate-config", str(PRE_COMMIT)], capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    run_tool("pre-commit", "validate-config", str(PRE_COMMIT))
