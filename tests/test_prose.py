@@ -32,20 +32,6 @@ NOT_IN_OUTPUTS = {
         "99.45": "a hypothetical accuracy in an explanation of noise",
         "99.65": "Ciresan et al.'s published MLP result, in Further reading",
     },
-    "11_fast_training.ipynb": {
-        "97.4": "the seed recipe's test accuracy, printed in chapters 07 and 08",
-        # Section 11.4 quotes `python -m helpers.bench --speedrun --threads 2` (the goals are for
-        # two cores; the chapter runs one thread), on the build machine and on an earlier one.
-        "98.04": "the benchmark's MLP speedrun, mean of 5 seeds at 2 threads",
-        "2.11": "the benchmark's MLP speedrun, median seconds at 2 threads",
-        "1.86": "the benchmark's MLP speedrun, fastest seed at 2 threads",
-        "2.29": "the benchmark's MLP speedrun, slowest seed at 2 threads",
-        "12.0": "the benchmark's CNN speedrun, median seconds at 2 threads",
-        "11.9": "the benchmark's CNN speedrun, fastest seed at 2 threads",
-        "13.3": "the benchmark's CNN speedrun, slowest seed at 2 threads",
-        "1.53": "the benchmark's MLP speedrun on an earlier build machine, median seconds",
-        "99.06": "the benchmark's CNN speedrun on an earlier build machine, mean of 5 seeds",
-    },
 }
 
 
