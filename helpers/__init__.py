@@ -24,6 +24,7 @@ One module per idea, each traceable to the chapter that teaches it:
 - `helpers.experiments` - the seed's suggestions as cached, seeded experiments (chapter 10)
 - `helpers.fast` - the fast path's pieces: tensors as a loader, cheap Dropout, profiling (11)
 - `helpers.book_run` - the book's run of a long measurement, loaded unless a chapter runs live (11)
+- `helpers.timing` - variants timed side by side, in turn, so a busy machine biases none (11)
 - `helpers.bench` - `python -m helpers.bench`: the seed's pipeline vs the fast path (chapter 11)
 - `helpers.distributed` - the in-memory loop on several processes: torchrun, DDP, BatchNorm (11)
 - `helpers.inference` - BatchNorm folded, weights exported, a drawing made MNIST-like (12)
@@ -62,6 +63,7 @@ TAUGHT_IN = {
     "experiments": 10,
     "fast": 11,
     "book_run": 11,
+    "timing": 11,
     "bench": 11,
     "distributed": 11,
     "inference": 12,

@@ -25,7 +25,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from itertools import islice
@@ -40,6 +40,7 @@ from helpers.loop import accuracy
 from helpers.models import SimpleNN
 from helpers.recipe import Recipe
 from helpers.runtime import pick_device
+from helpers.timing import side_by_side  # noqa: F401 - chapter 11 calls it as bench.side_by_side
 from helpers.training import train_epoch
 
 # Chapter 11's first fast recipes (found on this book's 2-core build machine): AdamW with a
@@ -151,20 +152,6 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize()
     elif device.type == "mps":
         torch.mps.synchronize()
-
-
-def side_by_side(
-    fns: dict[str, Callable[[], dict]], repeats: int, warmup: bool = True
-) -> dict[str, list[dict]]:
-    """Run every function once per repetition, in turn, after one untimed round; all results."""
-    if warmup:
-        for fn in fns.values():
-            fn()
-    results: dict[str, list[dict]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            results[name].append(fn())
-    return results
 
 
 def matmul_shapes(batch_size: int, model: nn.Module | None = None) -> list[tuple[int, int, int]]:

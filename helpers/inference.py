@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from helpers.bench import side_by_side
 from helpers.data import SEED_MEAN, SEED_STD
 from helpers.models import LeNetLike, SimpleNN, SmallCNN
+from helpers.timing import side_by_side
 
 FORMAT = "mnist-book-weights/1"
 
@@ -326,7 +326,7 @@ def _base64(blob: bytes) -> str:
 def latencies(calls: dict[str, Callable[[], object]], rounds: int = 5, repeats: int = 30) -> dict:
     """Seconds per call of each of `calls`, measured side by side: the best of `rounds` medians.
 
-    The rounds take turns (`helpers.bench.side_by_side`, chapter 11), so a busy moment of a
+    The rounds take turns (`helpers.timing.side_by_side`, chapter 11), so a busy moment of a
     shared machine slows one round of every call, not every round of one; the best round is the
     least disturbed.
     """
