@@ -346,9 +346,15 @@ def build(out: Path = ROOT) -> Path:
     exe = str(beside) if beside.is_file() else shutil.which("jupyter-book") or "jupyter-book"
     flags = ["-W", "-n", "--keep-going"]
     html, zh_out = out / "_build" / "html", out / "_build" / "zh"
-    for source, target in ((ROOT, out), (ROOT / "zh", zh_out)):
+    # The Chinese pages are built from a copy beside the output, with what they share copied in,
+    # so the build writes nothing into the source tree (zh/_config.yml finds ../_ext there too).
+    zh_source = out / "_build" / "zh-source" / "zh"
+    for source, target in ((ROOT, out), (zh_source, zh_out)):
         if source != ROOT:
-            translations.copy_shared()
+            shutil.rmtree(zh_source.parent, ignore_errors=True)
+            shutil.copytree(ROOT / "zh", zh_source)
+            shutil.copytree(ROOT / "_ext", zh_source.parent / "_ext")
+            translations.copy_shared(zh_source)
             cache = out / "_build" / "npm-cache"  # the vendored scripts, fetched once for both
             shutil.copytree(cache, target / "_build" / "npm-cache", dirs_exist_ok=True)
         command = [exe, "build", str(source), *flags, "--path-output", str(target)]
