@@ -190,10 +190,10 @@ def generate(out: Path = ZH_BOOK) -> list[Path]:
     return written
 
 
-def copy_shared(edition: Path = ZH_BOOK.parent) -> None:
-    """Copy what both editions use, for a build: _static/ (the Draw-a-digit page's script and
-    models, CSS), the appendix's script and the bibliography. Copies, not committed: git ignores
-    them, so the English files stay the only ones."""
+def copy_shared(edition: Path) -> None:
+    """Copy what both editions use into a build's copy of the Chinese edition: _static/ (the
+    Draw-a-digit page's script and models, CSS), the appendix's script and the bibliography, so
+    the English files stay the only ones (book_tools build)."""
     shutil.rmtree(edition / "_static", ignore_errors=True)
     shutil.copytree(ROOT / "_static", edition / "_static")
     for name in COPIED:
