@@ -1,4 +1,4 @@
-"""The networks of the book (chapter 03; chapter 09 adds a CNN, chapter 10 more)."""
+"""The networks of the book (chapter 03; chapter 09 adds two CNNs, chapter 10 more)."""
 
 from __future__ import annotations
 
@@ -75,6 +75,31 @@ class SmallCNN(nn.Module):
             nn.ReLU(),
         )
         self.classifier = nn.Linear(c2 * 7 * 7, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).flatten(1))
+
+
+class LeNet5(nn.Module):
+    """LeNet-5 (LeCun et al., 1998) for 28 x 28 digits: tanh and average pooling (chapter 09)."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 6, 5, padding=2),  # framed like the paper's 32 x 32 input: 6 x 28 x 28
+            nn.Tanh(),
+            nn.AvgPool2d(2),  # 6 x 14 x 14 (the paper's pooling also had a trainable scale)
+            nn.Conv2d(6, 16, 5),  # 16 x 10 x 10, each map from all 6 (the paper's: from some)
+            nn.Tanh(),
+            nn.AvgPool2d(2),  # 16 x 5 x 5
+        )
+        self.classifier = nn.Sequential(
+            nn.Linear(16 * 5 * 5, 120),
+            nn.Tanh(),
+            nn.Linear(120, 84),
+            nn.Tanh(),
+            nn.Linear(84, num_classes),  # logits, where the paper had distances to prototypes
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x).flatten(1))
@@ -189,6 +214,7 @@ class LeNetLike(nn.Module):
 MODELS: dict[str, type[nn.Module]] = {
     "SimpleNN": SimpleNN,
     "SmallCNN": SmallCNN,
+    "LeNet5": LeNet5,
     "MLP": MLP,
     "ResidualMLP": ResidualMLP,
     "LeNetLike": LeNetLike,

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from helpers.models import SimpleNN, count_parameters, parameter_table
+from helpers.models import LeNet5, SimpleNN, count_parameters, parameter_table
 
 
 @pytest.fixture
@@ -63,3 +63,19 @@ def test_training_forward_updates_running_statistics_and_eval_does_not(model):
     model.train()(torch.randn(8, 784))
     assert not torch.equal(model.bn1.running_mean, before)
     assert model.bn1.num_batches_tracked.item() == 1
+
+
+def test_lenet5_has_the_papers_layers_and_sizes():
+    lenet = LeNet5()
+    x = torch.zeros(2, 1, 28, 28)
+    shapes = []
+    for layer in lenet.features:
+        x = layer(x)
+        shapes.append(tuple(x.shape[1:]))
+    assert shapes[2] == (6, 14, 14) and shapes[-1] == (16, 5, 5)  # C1-S2, C3-S4 of the paper
+    widths = [m.out_features for m in lenet.classifier if isinstance(m, torch.nn.Linear)]
+    assert widths == [120, 84, 10] and lenet(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    counts = {name: n for name, _, n in parameter_table(lenet)}
+    assert counts["features.0.weight"] + counts["features.0.bias"] == 156
+    assert counts["features.3.weight"] + counts["features.3.bias"] == 2_416  # fully connected C3
+    assert count_parameters(lenet)[0] == 61_706
