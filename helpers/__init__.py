@@ -28,6 +28,9 @@ One module per idea, each traceable to the chapter that teaches it:
 - `helpers.bench` - `python -m helpers.bench`: the seed's pipeline vs the fast path (chapter 11)
 - `helpers.distributed` - the in-memory loop on several processes: torchrun, DDP, BatchNorm (11)
 - `helpers.inference` - BatchNorm folded, weights exported, a drawing made MNIST-like (12)
+- `helpers.shifts` - the shift suite: MNIST as other pens, scanners and pages give it (13)
+- `helpers.robust` - augmentation that models how people and pens vary; the robust recipes (13)
+- `helpers.calibration` - calibration, temperature scaling and the "not sure" rule (13)
 
 Where new code goes. A new model: a class in `models` and an entry in `models.MODELS`, then any
 `Recipe` can name it. A new training option (an optimizer, a schedule, a regularizer): a `Recipe`
@@ -67,7 +70,10 @@ TAUGHT_IN = {
     "bench": 11,
     "distributed": 11,
     "inference": 12,
+    "shifts": 13,
+    "robust": 13,
+    "calibration": 13,
 }
 
 __all__ = ["TAUGHT_IN", "expect_error", "is_quick", "pick_device", "seed_everything", "setup"]
-__version__ = "0.4.0"
+__version__ = "0.5.0"

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers.augment import augment_batch
+from helpers.augment import augment_batch, augment_robust
 from helpers.data import tensor_batches
 from helpers.recipe import (
     Recipe,
@@ -65,8 +65,10 @@ def train_step(
     Augment (drawing from `augment`) if the recipe asks, forward, loss, backward, clip, update.
     `model` may be a DDP wrapper (`helpers.distributed`): its backward then averages gradients.
     """
-    if recipe.augment:
+    if recipe.augment is True:
         x = augment_batch(x, generator=augment)
+    elif recipe.augment:
+        x = augment_robust(x, recipe.augment, generator=augment)
     loss = F.cross_entropy(model(x), y, label_smoothing=recipe.label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

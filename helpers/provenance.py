@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from helpers import data, experiments, loop, training
-from helpers.recipe import BOOK_CNN_RECIPE, BOOK_RECIPE, Recipe
+from helpers.recipe import BOOK_CNN_RECIPE, BOOK_RECIPE, INGREDIENTS, Recipe
 
 # One thread: a sum split over threads is added up in another order, and ends bits apart.
 THREADS = 1
@@ -79,6 +79,10 @@ def fingerprint_runs() -> dict[str, tuple[str, Recipe]]:
     runs["MLP_RECIPE"] = ("loop", experiments.MLP_RECIPE)
     runs["CNN_RECIPE"] = ("loop", experiments.CNN_RECIPE)
     runs["final CNN"] = ("loop", experiments.on_full_training_set(experiments.CNN_RECIPE))
+    # chapter 13's ingredients (helpers.augment), as its robust recipes use them all
+    every = "+".join(INGREDIENTS)
+    runs["robust CNN"] = ("loop", replace(experiments.CNN_RECIPE, augment=every))
+    runs["robust MLP"] = ("loop", replace(experiments.CNN_RECIPE, model="SimpleNN", augment=every))
     return {f"{path}: {name}": (path, brief(recipe)) for name, (path, recipe) in runs.items()}
 
 

@@ -20,7 +20,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
-from typing import NoReturn
+from typing import NoReturn, Union
 
 import torch
 from torch import nn
@@ -81,12 +81,34 @@ def plain(value: object) -> object:
 
 
 # What each kind of field takes: (types, how an error describes them).
+# What `Recipe.augment` takes: chapter 10's switch, or chapter 13's ingredients by name, joined
+# by "+" (helpers.augment applies them, in this order).
+Augmentation = Union[bool, str]  # noqa: UP007 (its name is what check_type reads)
+INGREDIENTS = ("affine", "elastic", "width", "blur", "contrast", "noise")
+
+
+def ingredients(spec: str) -> list[str]:
+    """The ingredient names of a recipe's `augment` string, checked: "affine+noise" -> [...]."""
+    names = [name for name in spec.split("+") if name]
+    unknown = [name for name in names if name not in INGREDIENTS]
+    if unknown or not names:
+        raise ValueError(
+            f"Recipe augment={spec!r}: unknown ingredient(s) {unknown or ['(none named)']}; "
+            f"join some of {list(INGREDIENTS)} with '+', as in augment={'+'.join(INGREDIENTS)!r}"
+        )
+    return names
+
+
 FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "int": ((int,), "a whole number"),
     "float": ((int, float), "a number"),
     "bool": ((bool,), "True or False"),
     "str": ((str,), "a string"),
     "Mapping": ((Mapping,), "a dict of the model's keyword arguments"),
+    "Augmentation": (
+        (bool, str),
+        "True or False, or chapter 13's ingredients joined by '+' (helpers.recipe.INGREDIENTS)",
+    ),
 }
 
 # The numbers a field admits, ends included (those torch itself admits, and MNIST's size).
@@ -121,6 +143,8 @@ def check_recipe(recipe: Recipe) -> None:
         if getattr(recipe, name) not in choices:
             raise ValueError(f"{name} {getattr(recipe, name)!r}: choose one of {sorted(choices)}")
     check_model_arguments(recipe)
+    if isinstance(recipe.augment, str):
+        ingredients(recipe.augment)
 
 
 def check_type(name: str, value: object, annotation: str, default: object) -> None:
@@ -128,7 +152,7 @@ def check_type(name: str, value: object, annotation: str, default: object) -> No
     kind, _, none = annotation.partition(" | ")
     types, described = FIELD_TYPES[kind]
     if (value is None and none) or (
-        isinstance(value, types) and (kind == "bool" or not isinstance(value, bool))
+        isinstance(value, types) and (bool in types or not isinstance(value, bool))
     ):
         return
     allowed = f"{described} or None" if none else described
@@ -165,6 +189,8 @@ class Recipe:
     "step" (the seed's StepLR: times `gamma` every `step_size` epochs), "onecycle" (warm-up then
     annealing, per batch), "cosine" (linear warm-up over `warmup_epochs`, then cosine decay to
     zero, per batch) or "constant". `dropout`, when set, overrides the model's own rate.
+    `augment` is False, True (chapter 10's shifts and rotations, `helpers.augment`) or chapter
+    13's ingredients joined by "+" (`helpers.robust`, e.g. "affine+elastic").
 
     `validation_size` images are held out of the 60,000 training images (always the same ones,
     `helpers.data.split_indices`); 0 holds none out, and the test set is then the only held-out
@@ -187,7 +213,7 @@ class Recipe:
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
     dropout: float | None = None
-    augment: bool = False
+    augment: Augmentation = False
     max_grad_norm: float | None = 1.0
     validation_size: int = 0
     train_subset: int | None = None

@@ -1,5 +1,6 @@
 """Ship what the book trained: the checkpoints of chapters 07 and 09, chapter 10's results and
-its final CNN, each recorded in helpers/shipped/manifest.json (`python scripts/ship.py --help`).
+its final CNN, and chapter 13's robust models, each recorded in helpers/shipped/manifest.json
+(`python scripts/ship.py --help`).
 
 Run after the chapter that trains them, in full (README, "Changing a chapter"); readers, CI and
 Colab then load exactly those models without training.
@@ -25,10 +26,13 @@ def git_commit() -> str:
     return git("rev-parse", "--short", "HEAD").strip() + ("-dirty" if git("status", "-s") else "")
 
 
-def update_manifest(folder: str, entries: dict[str, dict], prefix: str = "") -> None:
+def update_manifest(
+    folder: str, entries: dict[str, dict], prefix: str = "", chapter: str | None = None
+) -> None:
     """Replace the manifest's entries for `folder` (checkpoints/ or results/) with `entries`.
 
-    Only the entries whose file name starts with `prefix` are replaced (all, by default).
+    Only the entries whose file name starts with `prefix` (all, by default) and, if `chapter` is
+    given, that this chapter made, are replaced.
 
     Each entry records the file's sha256, the recipe key and what made it (`made_by`: the
     training path's version, e.g. `loop/1`, and the torch and helpers versions), the commit and
@@ -39,8 +43,11 @@ def update_manifest(folder: str, entries: dict[str, dict], prefix: str = "") -> 
 
     from helpers import artifacts
 
-    replaced = f"{folder}/{prefix}"
-    manifest = {n: e for n, e in artifacts.manifest().items() if not n.startswith(replaced)}
+    def replaced(name: str, entry: dict) -> bool:
+        mine = chapter is None or entry.get("chapter") == chapter
+        return name.startswith(f"{folder}/{prefix}") and mine
+
+    manifest = {n: e for n, e in artifacts.manifest().items() if not replaced(n, e)}
     made = {"commit": git_commit(), "date": datetime.date.today().isoformat()}
     for name, entry in entries.items():
         path = artifacts.SHIPPED / folder / name
@@ -78,28 +85,44 @@ def ship_checkpoint(chapter: str) -> Path:
     return shipped
 
 
-def ship_model() -> list[Path]:
-    """Ship chapter 10's final CNN: its weights and its result, from one run, with helpers.
+def ship_model(recipe: object = None, chapter: str = "10", calibrate: bool = False) -> list[Path]:
+    """Ship a final model: its weights and its result, from one run, with helpers.
 
-    Loads the run from the cache if this code made it with its weights kept, else trains it
-    (about 7 minutes on 2 cores), with the chapter's thread count: a different count sums in a
-    different order and ends a few test images apart. The Draw-a-digit page offers the model.
+    By default chapter 10's final CNN. Loads the run from the cache if this code made it with its
+    weights kept, else trains it (chapter 10's: about 7 minutes on 2 cores), with the chapter's
+    thread count: a different count sums in a different order and ends a few test images apart.
+    With `calibrate`, the result also records chapter 13's "not sure" rule
+    (`helpers.calibration.page_rule`, fitted on the validation split), which the page uses.
     """
     import torch
 
-    from helpers import artifacts, experiments, runtime
+    from helpers import artifacts, calibration, data, experiments, runtime
 
     torch.set_num_threads(runtime.book_threads())  # as the chapter runs: its numbers, exactly
-    recipe = experiments.on_full_training_set(experiments.CNN_RECIPE)
+    if recipe is None:
+        recipe = experiments.on_full_training_set(experiments.CNN_RECIPE)
     result = experiments.run_experiment(recipe, keep_model=True)
     cached = {kind: artifacts.path(kind, recipe) for kind in ("result", "weights")}
     if result["cached"] and not cached["weights"].is_file():
         return []  # it already ships, weights and result together
+    if calibrate:
+        held = data.split_tensors(recipe.validation_size)["held"]
+        stored = artifacts.read(cached["result"])
+        stored["calibration"] = calibration.page_rule(result["model"], *held)
+        artifacts.write(cached["result"], stored)
     shipped = [artifacts.ship(file, kind) for kind, file in cached.items()]
-    entry = {"recipe": recipe.key(), "made_by": result["made_by"], "chapter": "10"}
+    entry = {"recipe": recipe.key(), "made_by": result["made_by"], "chapter": chapter}
     update_manifest("results", {cached["result"].name: entry}, prefix=cached["result"].name)
-    update_manifest("models", {cached["weights"].name: entry})
+    update_manifest("models", {cached["weights"].name: entry}, prefix=cached["weights"].name)
     return shipped
+
+
+def ship_robust() -> list[Path]:
+    """Ship chapter 13's robust CNN and robust MLP, each with its "not sure" rule."""
+    from helpers import robust
+
+    recipes = (robust.ROBUST_CNN_RECIPE, robust.ROBUST_MLP_RECIPE)
+    return [p for r in recipes for p in ship_model(r, chapter="13", calibrate=True)]
 
 
 RECORD_RESULTS = """\
@@ -148,13 +171,15 @@ def ship_experiments() -> list[str]:
             raise SystemExit(f"no current full-run result {key}: is MNIST_BOOK_QUICK set?")
         results[key] = full[0]
     shipped = artifacts.folder("result", shipped=True)
+    others = {n for n, e in artifacts.manifest().items() if e.get("chapter") != "10"}
     for old in shipped.glob("*.json"):
-        old.unlink()
+        if f"results/{old.name}" not in others:  # other chapters' results stay
+            old.unlink()
     entries = {}
     for key, result in results.items():
         artifacts.write(shipped / f"{key}.json", result)
         entries[f"{key}.json"] = {"recipe": key, "made_by": result["made_by"], "chapter": "10"}
-    update_manifest("results", entries)
+    update_manifest("results", entries, chapter="10")
     return keys
 
 
@@ -180,6 +205,11 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], None], list]] = {
     "model": (
         "ship chapter 10's final CNN (weights and result)",
         lambda args: print(*(f"shipped {p.relative_to(ROOT)}" for p in ship_model()), sep="\n"),
+        [],
+    ),
+    "robust": (
+        'ship chapter 13\'s robust CNN and MLP (weights, result, "not sure" rule)',
+        lambda args: print(*(f"shipped {p.relative_to(ROOT)}" for p in ship_robust()), sep="\n"),
         [],
     ),
 }
