@@ -46,7 +46,16 @@
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
     for (let i = 0; i < entry.floats; i++) floats[i] = view.getFloat32(4 * i, true);
     entry.layers.forEach((layer, i) => checkLayer(layer, i, entry.floats));
-    return { name: entry.name, mean: entry.mean, std: entry.std, layers: entry.layers, floats };
+    const temperature = entry.temperature === undefined ? 1 : entry.temperature;
+    const notSureBelow = entry.not_sure_below === undefined ? 0 : entry.not_sure_below;
+    if (!(temperature > 0) || !(notSureBelow >= 0 && notSureBelow < 1)) {
+      throw new Error(
+        `temperature ${temperature} and not_sure_below ${notSureBelow}: ` +
+          "need a temperature above 0 and a threshold from 0 to 1"
+      );
+    }
+    const { name, mean, std, layers } = entry;
+    return { name, mean, std, layers, floats, temperature, notSureBelow };
   }
 
   function checkLayer(layer, index, total) {
@@ -134,11 +143,19 @@
     return x;
   }
 
-  function softmax(logits) {
+  function softmax(logits, temperature = 1) {
     const top = Math.max(...logits);
-    const e = Array.from(logits, (v) => Math.exp(v - top));
+    const e = Array.from(logits, (v) => Math.exp((v - top) / temperature));
     const total = e.reduce((a, b) => a + b, 0);
     return e.map((v) => v / total);
+  }
+
+  // Chapter 13's rule: the answer, its calibrated probability, and whether the model is sure
+  // (a probability of at least the model's threshold; a model without one is always sure).
+  function decide(model, logits) {
+    const probs = softmax(logits, model.temperature);
+    const digit = probs.indexOf(Math.max(...probs));
+    return { probs, digit, p: probs[digit], sure: probs[digit] >= model.notSureBelow };
   }
 
   // ---------------------------------------------------------------------------------------
@@ -173,6 +190,9 @@
   }
 
   const round = (value) => Math.floor(value + 0.5);
+
+  // The pens: brush width in canvas pixels and grey level (helpers/shifts.py's PENS).
+  const PENS = { thin: [8, 255], normal: [20, 255], thick: [34, 255], faint: [20, 102] };
 
   // Ink in [0, 1] (height x width, row by row) -> the 28 x 28 image MNIST would have made.
   function mnistStyle(ink, height, width) {
@@ -275,6 +295,9 @@
       draw: "Draw a digit",
       pick: "Or pick a test digit:",
       ready: "Ready: draw a digit in the black square.",
+      pen: "Pen",
+      pens: { thin: "thin", normal: "normal", thick: "thick", faint: "faint (grey)" },
+      notSure: (digit, p) => `not sure (${digit}? p = ${p})`,
       failed: (message) => `The models could not be loaded: ${message}.`,
       title: (label) => `a test digit labelled ${label}`,
       label: (label) => `label ${label}`,
@@ -288,11 +311,16 @@
       draw: "写一个数字",
       pick: "或者选一个测试数字：",
       ready: "准备就绪：在黑色方框里写一个数字。",
+      pen: "笔",
+      pens: { thin: "细", normal: "常规", thick: "粗", faint: "淡（灰色）" },
+      notSure: (digit, p) => `没有把握（${digit}？p = ${p}）`,
       failed: (message) => `模型无法加载：${message}。`,
       title: (label) => `一个标签为 ${label} 的测试数字`,
       label: (label) => `标签 ${label}`,
       model: (key, name) => {
         const names = {
+          robust: "稳健的卷积神经网络（第 13 章，会说“没有把握”）",
+          robust_mlp: "稳健训练的种子网络（第 13 章，会说“没有把握”）",
           lenet: "本书最终的卷积神经网络（第 10 章）",
           cnn: "第 9 章的卷积神经网络",
           mlp: "种子章节的多层感知机（第 7 章）",
@@ -320,6 +348,13 @@
       buttons
     );
     const choice = make("select", { className: "md-model" }, buttons);
+    choice.setAttribute("aria-label", "model");
+    const pen = make("select", { className: "md-pen" }, buttons);
+    pen.setAttribute("aria-label", say.pen);
+    for (const [key, label] of Object.entries(say.pens)) {
+      make("option", { value: key, textContent: `${say.pen}: ${label}` }, pen);
+    }
+    pen.value = "normal";
     const right = make("div", { className: "md-column" }, row);
     make("p", { className: "md-caption", textContent: say.sees }, right);
     const small = make("canvas", { className: "md-small", width: SIZE, height: SIZE }, right);
@@ -364,10 +399,16 @@
         preview.data.set([255 * v, 255 * v, 255 * v, 255], 4 * i);
       });
       small.getContext("2d").putImageData(preview, 0, 0);
-      const probs = softmax(forward(model, normalize(image, model.mean, model.std)));
-      const best = probs.indexOf(Math.max(...probs));
-      answer.textContent = `${best} (p = ${probs[best].toFixed(2)})`;
-      answer.dataset.prediction = String(best);
+      const { probs, digit: best, p, sure } = decide(
+        model,
+        forward(model, normalize(image, model.mean, model.std))
+      );
+      answer.textContent = sure
+        ? `${best} (p = ${p.toFixed(2)})`
+        : say.notSure(best, p.toFixed(2));
+      answer.dataset.prediction = sure ? String(best) : "not sure";
+      answer.dataset.guess = String(best);
+      answer.classList.toggle("md-unsure", !sure);
       probs.forEach((p, d) => {
         barFill[d].style.height = `${(100 * p).toFixed(1)}%`;
         barFill[d].classList.toggle("md-best", d === best);
@@ -388,8 +429,9 @@
       ctx.beginPath();
       ctx.moveTo(x, y);
       ctx.lineTo(x + 0.01, y);
-      ctx.strokeStyle = "white";
-      ctx.lineWidth = 20;
+      const [width, grey] = PENS[pen.value];
+      ctx.strokeStyle = `rgb(${grey}, ${grey}, ${grey})`;
+      ctx.lineWidth = width;
       ctx.lineCap = "round";
       ctx.lineJoin = "round";
       ctx.stroke();
@@ -413,6 +455,8 @@
       small.getContext("2d").clearRect(0, 0, SIZE, SIZE);
       answer.textContent = say.draw;
       delete answer.dataset.prediction;
+      delete answer.dataset.guess;
+      answer.classList.remove("md-unsure");
       barFill.forEach((fill) => (fill.style.height = "0%"));
     });
     choice.addEventListener("change", predict);
@@ -463,6 +507,8 @@
     readModel,
     forward,
     softmax,
+    decide,
+    PENS,
     areaResize,
     mnistStyle,
     normalize,

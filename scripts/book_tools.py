@@ -284,23 +284,41 @@ WEB_BUNDLE = ROOT / "_static" / "mnist" / "weights.mjs"
 
 
 def web_models() -> dict[str, tuple[str, object]]:
-    """The page's models by key, each with the title the page shows: the book's three networks."""
-    from helpers import artifacts, experiments
+    """The page's models by key, default first, each with the title the page shows."""
+    from helpers import artifacts, experiments, robust
     from helpers.recipe import BOOK_CNN_RECIPE, BOOK_RECIPE
 
     final_cnn = experiments.on_full_training_set(experiments.CNN_RECIPE)
     return {
+        "robust": ("the robust CNN (chapter 13)", artifacts.best_model(robust.ROBUST_CNN_RECIPE)),
+        "robust_mlp": (
+            "the seed's network trained robustly (chapter 13)",
+            artifacts.best_model(robust.ROBUST_MLP_RECIPE),
+        ),
         "lenet": ("the book's final CNN (chapter 10)", artifacts.best_model(final_cnn)),
         "cnn": ("the CNN of chapter 9", artifacts.best_model(BOOK_CNN_RECIPE)),
         "mlp": ("the seed's MLP (chapter 7)", artifacts.best_model(BOOK_RECIPE)),
     }
 
 
+def page_rules() -> dict[str, dict]:
+    """Chapter 13's "not sure" rule of each robust model, as its shipped result records it."""
+    from helpers import artifacts, robust
+
+    recipes = {"robust": robust.ROBUST_CNN_RECIPE, "robust_mlp": robust.ROBUST_MLP_RECIPE}
+    rules = {}
+    for key, recipe in recipes.items():
+        result = artifacts.read(artifacts.path("result", recipe, shipped=True))
+        rules[key] = {k: result["calibration"][k] for k in ("temperature", "not_sure_below")}
+    return rules
+
+
 def web_bundle_text() -> str:
     """The browser page's script: the book's models, folded, and a row of test digits.
 
     The digits: the first test image of each class, then the first two that each model gets
-    wrong, so that the page shows every model's mistakes.
+    wrong, so that the page shows every model's mistakes. The robust models carry chapter 13's
+    "not sure" rule (a temperature and a threshold).
     """
     import numpy as np
     import torch
@@ -311,13 +329,15 @@ def web_bundle_text() -> str:
     images = raw.data.numpy()
     labels = raw.targets.numpy()
     x = torch.from_numpy(inference.normalize(images / 255)).float().unsqueeze(1)
+    rules = page_rules()
     models, wrong = {}, []
     for key, (title, model) in web_models().items():
         net = inference.folded(model)
         with torch.inference_mode():
             preds = net(x).argmax(1).numpy()
         accuracy = 100 * (preds == labels).mean()
-        models[key] = inference.export_weights(net, f"{title}: {accuracy:.2f}% on the test set")
+        header, blob = inference.export_weights(net, f"{title}: {accuracy:.2f}% on the test set")
+        models[key] = ({**header, **rules.get(key, {})}, blob)
         wrong += [int(i) for i in np.nonzero(preds != labels)[0][:2]]
     firsts = [int(np.nonzero(labels == d)[0][0]) for d in range(10)]
     chosen = firsts + [i for i in dict.fromkeys(wrong) if i not in firsts]

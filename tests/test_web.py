@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import data, inference
+from helpers import data, inference, shifts
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "_static" / "mnist" / "weights.mjs"
@@ -33,12 +33,29 @@ def book_models(book_tools) -> dict:
     return {key: model for key, (_, model) in book_tools.web_models().items()}
 
 
-def test_the_page_offers_the_books_three_models(book_models):
+def test_the_page_offers_the_books_models_robust_first(book_models, book_tools):
     payload = inference.read_web_bundle(BUNDLE.read_text())
-    assert [k for k in payload if k != "examples"] == ["lenet", "cnn", "mlp"], "best first"
+    assert [k for k in payload if k != "examples"] == [
+        "robust",
+        "robust_mlp",
+        "lenet",
+        "cnn",
+        "mlp",
+    ]
     kinds = {key: type(model).__name__ for key, model in book_models.items()}
-    assert kinds == {"lenet": "LeNetLike", "cnn": "SmallCNN", "mlp": "SimpleNN"}
-    assert "chapter 10" in payload["lenet"]["name"] and "chapter 7" in payload["mlp"]["name"]
+    assert kinds == {
+        "robust": "LeNetLike",
+        "robust_mlp": "SimpleNN",
+        "lenet": "LeNetLike",
+        "cnn": "SmallCNN",
+        "mlp": "SimpleNN",
+    }
+    assert "chapter 13" in payload["robust"]["name"] and "chapter 7" in payload["mlp"]["name"]
+    # the robust models carry chapter 13's "not sure" rule, as their shipped results record it
+    for key, rule in book_tools.page_rules().items():
+        assert payload[key]["temperature"] == rule["temperature"] > 0
+        assert 0 < payload[key]["not_sure_below"] == rule["not_sure_below"] < 1
+    assert all("temperature" not in payload[key] for key in ("lenet", "cnn", "mlp"))
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +112,13 @@ def _drawings(test_images: np.ndarray) -> list[np.ndarray]:
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
-def test_node_runs_the_pages_forward_pass_and_preprocessing(book_models, test_set, tmp_path):
-    images = inference.normalize(test_set[0][:40] / 255)
+def test_node_runs_the_pages_forward_pass_and_preprocessing(
+    book_models, book_tools, test_set, tmp_path
+):
+    # 40 test digits, and 20 with noise (chapter 13's shift), on which the robust CNN is unsure
+    noisy = shifts.apply("noise", torch.from_numpy(test_set[0][:20] / 255).float()[:, None])
+    raw = np.concatenate([test_set[0][:40] / 255, noisy[:, 0].double().numpy()])
+    images = inference.normalize(raw)
     x = torch.from_numpy(images).float().unsqueeze(1)
     with torch.inference_mode():
         logits = {key: model(x).tolist() for key, model in book_models.items()}
@@ -109,10 +131,22 @@ def test_node_runs_the_pages_forward_pass_and_preprocessing(book_models, test_se
         }
         for ink in _drawings(test_set[0])
     ]
+    rules = book_tools.page_rules()
+    decisions = {}
+    for key, rule in rules.items():  # chapter 13's rule, computed in Python
+        probs = torch.softmax(
+            torch.tensor(logits[key], dtype=torch.float64) / rule["temperature"], 1
+        )
+        p, digit = probs.max(1)
+        decisions[key] = [
+            {"digit": int(d), "sure": bool(q >= rule["not_sure_below"])}
+            for d, q in zip(digit, p, strict=True)
+        ]
     golden = {
         "bundle": str(BUNDLE),
         "images": images.reshape(len(images), -1).tolist(),
         "logits": logits,
+        "decisions": decisions,
         "drawings": drawings,
     }
     path = tmp_path / "golden.json"
@@ -125,4 +159,4 @@ def test_node_runs_the_pages_forward_pass_and_preprocessing(book_models, test_se
         env={**os.environ, "MNIST_GOLDEN": str(path)},
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    assert "# pass 3" in done.stdout and "# skipped 0" in done.stdout, done.stdout[-2000:]
+    assert "# pass 4" in done.stdout and "# skipped 0" in done.stdout, done.stdout[-2000:]

@@ -56,3 +56,23 @@ test("a broken weights file is refused with a reason", { skip }, () => {
   ];
   for (const [entry, message] of cases) assert.throws(() => draw.readModel(entry), message);
 });
+
+test("the page says 'not sure' exactly where chapter 13's rule does", { skip }, () => {
+  const weights = bundle();
+  const keys = Object.keys(golden.decisions);
+  assert.ok(keys.includes("robust"), "the robust CNN carries a rule");
+  let unsure = 0;
+  for (const key of keys) {
+    const model = draw.readModel(weights[key]);
+    golden.decisions[key].forEach(({ digit, sure }, n) => {
+      const decision = draw.decide(model, golden.logits[key][n]);
+      assert.equal(decision.digit, digit, `${key}, image ${n}`);
+      assert.equal(decision.sure, sure, `${key}, image ${n}: p = ${decision.p}`);
+      unsure += sure ? 0 : 1;
+    });
+  }
+  assert.ok(unsure > 0, "some of the noisy digits are 'not sure'");
+  const plain = draw.readModel(weights.mlp);
+  assert.equal(plain.notSureBelow, 0, "a model without a rule is always sure");
+  assert.throws(() => draw.readModel({ ...weights.robust, temperature: 0 }), /temperature/);
+});
