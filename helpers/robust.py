@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from helpers import experiments
 from helpers.augment import ROBUST, augment_robust, random_affine, random_contrast
 from helpers.recipe import INGREDIENTS, Recipe
 
@@ -31,18 +32,7 @@ __all__ = [
 # The robust CNN: chapter 10's final CNN recipe (LeNetLike, AdamW, one-cycle, label smoothing,
 # weight decay) with every ingredient, longer, and with the 5,000 validation images held out:
 # the choices, the temperature and the "not sure" threshold are all made on them.
-ROBUST_CNN_RECIPE = Recipe(
-    model="LeNetLike",
-    optimizer="adamw",
-    lr=5e-3,
-    schedule="onecycle",
-    epochs=30,
-    batch_size=256,
-    weight_decay=0.01,
-    label_smoothing=0.1,
-    augment=ROBUST,
-    validation_size=5000,
-)
+ROBUST_CNN_RECIPE = replace(experiments.CNN_RECIPE, augment=ROBUST, epochs=30)
 
 # The robust MLP: the seed's own network (784-128-64-10, chapter 03), trained the same way, for
 # 20 epochs, so that the two runs together fit in 15 minutes on the book's 2-core machine.
