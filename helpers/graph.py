@@ -103,23 +103,35 @@ def draw_graph(
     for d, row in rows.items():
         for i, node in enumerate(row):
             pos[node.id] = ((i + 1) / (len(row) + 1), d)
+
+    def box(node: Node, zorder: float) -> plt.Text:
+        color = "#d8f0d2" if node.is_leaf else "#d6e6f7"
+        style = {"boxstyle": "round,pad=0.3", "facecolor": color, "edgecolor": "0.5"}
+        x, y = pos[node.id]
+        return ax.text(
+            x, y, node.label, ha="center", va="center", fontsize=8, bbox=style, zorder=zorder
+        )
+
+    # Each arrow is clipped to the outlines of its two boxes, so every head shows; a second copy
+    # of the boxes, drawn over the arrows, hides any arrow that passes behind an unrelated box.
+    outline = {node.id: box(node, zorder=3).get_bbox_patch() for node in nodes}
     for a, b in edges:
         ax.annotate(
             "",
             xy=pos[b],
             xytext=pos[a],
-            arrowprops={"arrowstyle": "->", "color": "0.4", "shrinkA": 11, "shrinkB": 11},
+            zorder=4,
+            arrowprops={
+                "arrowstyle": "->",
+                "color": "0.4",
+                "patchA": outline[a],
+                "patchB": outline[b],
+                "shrinkA": 1,
+                "shrinkB": 1,
+            },
         )
     for node in nodes:
-        color = "#d8f0d2" if node.is_leaf else "#d6e6f7"
-        ax.text(
-            *pos[node.id],
-            node.label,
-            ha="center",
-            va="center",
-            fontsize=8,
-            bbox={"boxstyle": "round,pad=0.3", "facecolor": color, "edgecolor": "0.5"},
-        )
+        box(node, zorder=5)
     ax.set_xlim(0, 1)
     ax.set_ylim(-0.6, n_rows - 0.4)
     ax.axis("off")
