@@ -59,8 +59,9 @@ class Run:
 
     @property
     def best_epoch(self) -> int:
-        """The epoch (1-based) with the highest validation accuracy."""
-        return int(np.argmax(self.history["val_acc"])) + 1
+        """The epoch (1-based) of `best_state`: best validation accuracy, the latest on a tie."""
+        accuracies = self.history["val_acc"]
+        return len(accuracies) - int(np.argmax(accuracies[::-1]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,7 +164,7 @@ def new_run(recipe: Recipe, device: torch.device | None = None) -> Run:
     if recipe.augment or recipe.schedule != "step":
         raise ValueError(
             "the seed's loop steps a StepLR schedule per epoch and does not augment: "
-            "train this recipe with helpers.loop.fit (chapter 09)"
+            "train this recipe with helpers.loop.fit (chapter 10)"
         )
     seed_everything(recipe.seed)
     model = build_model(recipe).to(device or pick_device())
@@ -179,11 +180,13 @@ def train_model(
     epochs: int | None = None,
     progress: bool = True,
     checkpoint: str | os.PathLike | None = None,
+    val_name: str = "val",
 ) -> Run:
     """Train `run` up to `epochs` in total (default: the recipe's), validating after each epoch.
 
     Continues from `run.epoch`, so a run loaded from a checkpoint resumes where it stopped. With
-    `checkpoint`, the run is saved after every epoch.
+    `checkpoint`, the run is saved after every epoch. `val_name` is what the log calls
+    `val_loader`'s data ("test" where, as in the seed, it is the test set); it changes no number.
     """
     device = next(run.model.parameters()).device
     criterion = nn.CrossEntropyLoss(label_smoothing=run.recipe.label_smoothing)
@@ -210,7 +213,7 @@ def train_model(
         if progress:
             print(
                 f"Epoch {epoch}/{run.recipe.epochs} lr {lr:.6f} | train loss {train_loss:.4f} "
-                f"acc {train_acc:.2f}% | val loss {val_loss:.4f} acc {val_acc:.2f}%"
+                f"acc {train_acc:.2f}% | {val_name} loss {val_loss:.4f} acc {val_acc:.2f}%"
             )
         if checkpoint is not None:
             save_checkpoint(run, checkpoint, shuffle=train_loader.generator)

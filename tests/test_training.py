@@ -89,6 +89,12 @@ def test_scheduler_halves_the_learning_rate_every_step_size_epochs():
     assert rates[:5] == [1e-3] * 5 and rates[5:10] == [5e-4] * 5 and rates[10] == 2.5e-4
 
 
+def test_best_epoch_is_the_one_whose_weights_are_kept_the_latest_on_a_tie():
+    run = training.new_run(Recipe(), torch.device("cpu"))
+    run.history["val_acc"] = [95.0, 97.0, 96.0, 97.0, 96.5]  # train_model keeps epoch 4's weights
+    assert run.best_epoch == 4
+
+
 def test_clipping_caps_the_gradient_norm(loaders, monkeypatch):
     norms = []
     original = nn.utils.clip_grad_norm_
