@@ -22,10 +22,6 @@ NOT_IN_OUTPUTS = {
         "156.25": "10,000 / 64, worked out in the text",
     },
     "04_graph.ipynb": {"7.5": "fc2's share of the FLOPs, worked out in exercise 3's solution"},
-    "08_evaluation.ipynb": {
-        "99.8": "the best published MNIST results, for comparison",
-        "6.7": "100% - 93.3%, the share of images the model is not sure about",
-    },
     "10_improving.ipynb": {
         "98.9": "LeCun's table: the 800-unit MLP trained on affinely distorted images",
         "99.3": "LeCun's table: the same MLP trained on elastic distortions (Simard et al.)",
