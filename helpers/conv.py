@@ -69,7 +69,7 @@ def receptive_field(layers: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """(receptive field, jump) after each of the (kernel, stride) layers, in input pixels.
 
     A layer with kernel k widens the field by k - 1 of its input's steps, and the step between
-    neighbouring units (the jump) grows by its stride: r += (k - 1) * j, then j *= s.
+    neighbouring units (the jump) grows by its stride: r += (k - 1) * d, then d *= s.
     """
     field, jump, out = 1, 1, []
     for kernel, stride in layers:
