@@ -398,6 +398,15 @@ def find_checkpoint(recipe: Recipe, root: str | os.PathLike | None = None) -> Pa
     return artifacts.find("checkpoint", recipe, seed_loop_code(recipe), root)
 
 
+def checkpoint_plan(recipe: Recipe, root: str | os.PathLike | None = None) -> str:
+    """What `load_or_train(recipe)` will do, in words: load which checkpoint, or train."""
+    found = find_checkpoint(recipe, root)
+    if found is None:
+        return "no checkpoint of this recipe here: training it"
+    whose = "the book's own run" if artifacts.is_shipped(found) else "your earlier run"
+    return f"loading {whose} {found.name}"
+
+
 def load_or_train(
     recipe: Recipe,
     device: torch.device | None = None,

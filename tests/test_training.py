@@ -366,7 +366,9 @@ def test_shipped_checkpoint_is_used_and_a_half_finished_one_is_resumed(tmp_path,
     name = local_checkpoint(cache, recipe).name
     training.save_checkpoint(half, shipped / "checkpoints" / name, train_loader.generator)
 
+    assert training.checkpoint_plan(recipe, cache) == f"loading the book's own run {name}"
     resumed, _ = training.load_or_train(recipe, CPU, progress=False, root=cache)
+    assert training.checkpoint_plan(recipe, cache) == f"loading your earlier run {name}"
     assert resumed.epoch == 2 and resumed.history["train_loss"][0] == half.history["train_loss"][0]
     assert local_checkpoint(cache, recipe).exists()  # the finished run is saved locally
 
@@ -386,6 +388,7 @@ def test_a_checkpoint_made_by_other_code_is_trained_again_and_replaced(tmp_path)
     torch.save(state, path)
     today = training.seed_loop_code()
     assert training.find_checkpoint(recipe, tmp_path) is None, "stale: as if absent"
+    assert training.checkpoint_plan(recipe, tmp_path).endswith(": training it")
     again, _ = training.load_or_train(recipe, CPU, progress=False, root=tmp_path)
     assert again.history == run.history  # trained again, by today's (deterministic) code
     assert artifacts.is_current(training.read_checkpoint(path), today)
