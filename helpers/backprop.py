@@ -1,6 +1,7 @@
 """Backpropagation by hand, with plain tensor operations (chapter 05).
 
-Every layer of the seed's network is a pair of functions, in the style of micrograd:
+Every layer of the seed's network is a pair of functions, in the style of the CS231n assignments
+(`affine_forward` / `affine_backward`):
 
 - `<layer>_forward(...)` returns `(output, cache)`: the result, and what the backward pass needs;
 - `<layer>_backward(upstream, cache)` takes the gradient of the loss with respect to the layer's
@@ -10,7 +11,8 @@ Every layer of the seed's network is a pair of functions, in the style of microg
 `network_forward_backward` chains them into a full training step of `SimpleNN` and returns the
 loss and a gradient for every parameter, named as `model.named_parameters()` names them.
 `functional_loss` computes the same loss with PyTorch's own operations, so that autograd can check
-the hand-written gradients with the same Dropout masks. No function here uses autograd.
+the hand-written gradients with the same Dropout masks. No forward or backward function here uses
+autograd.
 """
 
 from __future__ import annotations
