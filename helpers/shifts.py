@@ -2,12 +2,14 @@
 
 In the spirit of MNIST-C (Mu and Gilmer, 2019): each shift is one plain change that keeps every
 digit readable to a person, applied to a set of MNIST images in [0, 1], deterministically (the
-same seed gives the same images). Three families:
+same seed gives the same images). The families:
 
 - `SHIFTS`: the pen and the scanner, on 28 x 28 images (stroke width, blur, contrast and gamma,
   rotation, scale, shear, translation, elastic distortion, noise, lower resolution);
 - `PAGE_SHIFTS`: the digit re-rendered at another resolution and read through the page's own
   preprocessing (`helpers.inference.mnist_style`, chapter 12), as the Draw-a-digit page reads it;
+- `HELD_OUT`: changes that no ingredient of `helpers.robust` imitates (a dotted pen, motion
+  blur, a scratch), kept apart to test what augmentation taught beyond what it showed;
 - `typed_digits` and `drawn_digits`: digits no MNIST writer made, from the DejaVu fonts that
   ship with matplotlib and from the browser test's strokes at several brush widths.
 
@@ -165,14 +167,24 @@ def page_views(drawings: torch.Tensor | np.ndarray) -> torch.Tensor:
     return torch.tensor(np.stack([page_view(a) for a in arrays]), dtype=torch.float32)[:, None]
 
 
-def rerendered(x: torch.Tensor, source: int, size: int, mode: str) -> torch.Tensor:
-    """Each digit at `source` pixels (area mean), drawn at `size` with `mode`, read by the page."""
-    small = F.interpolate(x, size=(source, source), mode="area") if source != SIZE else x
-    if mode == "nearest":
-        big = F.interpolate(small, size=(size, size), mode="nearest")
-    else:
-        big = F.interpolate(small, size=(size, size), mode=mode, align_corners=False).clamp(0, 1)
-    return page_views(big)
+def rerendered(
+    x: torch.Tensor, source: int, size: int, mode: str, chunk: int = 500
+) -> torch.Tensor:
+    """Each digit at `source` pixels (area mean), drawn at `size` with `mode`, read by the page.
+
+    `chunk` digits at a time: 10,000 drawings at 280 x 280 would hold gigabytes at once.
+    """
+    views = []
+    for start in range(0, len(x), chunk):
+        part = x[start : start + chunk]
+        small = F.interpolate(part, size=(source, source), mode="area") if source != SIZE else part
+        if mode == "nearest":
+            big = F.interpolate(small, size=(size, size), mode="nearest")
+        else:
+            big = F.interpolate(small, size=(size, size), mode=mode, align_corners=False)
+            big = big.clamp(0, 1)
+        views.append(page_views(big))
+    return torch.cat(views)
 
 
 PAGE_SHIFTS: dict[str, Shift] = {
@@ -184,6 +196,43 @@ PAGE_SHIFTS: dict[str, Shift] = {
 ALL_SHIFTS: dict[str, Shift] = {**SHIFTS, **PAGE_SHIFTS}
 
 
+# ---------------------------------------------------------------------------------------------
+# Held out: changes that no ingredient of `helpers.robust` imitates (in the spirit of MNIST-C)
+# ---------------------------------------------------------------------------------------------
+
+
+def dotted(x: torch.Tensor) -> torch.Tensor:
+    """A dotted pen: the ink of every other pixel removed, in a checkerboard."""
+    keep = (torch.arange(SIZE)[:, None] + torch.arange(SIZE)) % 2 == 1
+    return x * keep
+
+
+def motion_blur(x: torch.Tensor, length: int = 7) -> torch.Tensor:
+    """Each pixel the mean of `length` pixels along its row: the page moved while it was scanned."""
+    kernel = torch.full((1, 1, 1, length), 1.0 / length)
+    return F.conv2d(F.pad(x, (length // 2, length // 2, 0, 0)), kernel)
+
+
+def _scratch(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """A line of ink about 2 pixels wide across the frame, within 30 degrees of horizontal."""
+    n = len(x)
+    # the direction of the line's normal: pi / 2 is a horizontal line
+    angle = (math.pi / 2 + (torch.rand(n, generator=g) * 2 - 1) * math.pi / 6).view(n, 1, 1, 1)
+    offset = ((torch.rand(n, generator=g) * 2 - 1) * 5).view(n, 1, 1, 1)
+    centre = torch.arange(SIZE, dtype=torch.float32) - (SIZE - 1) / 2
+    rows, cols = centre.view(1, 1, SIZE, 1), centre.view(1, 1, 1, SIZE)
+    distance = (cols * torch.cos(angle) + rows * torch.sin(angle) - offset).abs()
+    return torch.maximum(x, (1.5 - distance).clamp(0, 1))
+
+
+# Evaluated, never trained on nor chosen on: the honest test of what augmentation taught.
+HELD_OUT: dict[str, Shift] = {
+    "held out: dotted pen": lambda x, g: dotted(x),
+    "held out: motion blur (7 px)": lambda x, g: motion_blur(x),
+    "held out: scratch": _scratch,
+}
+
+
 def generator_for(name: str, seed: int) -> torch.Generator:
     """A generator seeded by the shift's name and `seed`: each shift draws its own numbers."""
     return torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
@@ -191,13 +240,14 @@ def generator_for(name: str, seed: int) -> torch.Generator:
 
 def apply(name: str, images: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """Shift `name` applied to images in [0, 1], shape (N, 1, 28, 28); deterministic in `seed`."""
-    if name not in ALL_SHIFTS:
-        raise KeyError(f"no shift {name!r}: choose one of {list(ALL_SHIFTS)}")
+    known = {**ALL_SHIFTS, **HELD_OUT}
+    if name not in known:
+        raise KeyError(f"no shift {name!r}: choose one of {list(known)}")
     if images.ndim != 4 or images.shape[1:] != (1, SIZE, SIZE):
         raise ValueError(f"expected images of shape (N, 1, 28, 28); got {tuple(images.shape)}")
     if images.min() < 0 or images.max() > 1:
         raise ValueError("expected ink in [0, 1], not normalized pixels: pass raw images / 255")
-    return ALL_SHIFTS[name](images.float().cpu(), generator_for(name, seed)).contiguous()
+    return known[name](images.float().cpu(), generator_for(name, seed)).contiguous()
 
 
 def suite(images: torch.Tensor, seed: int = 0, names: list[str] | None = None) -> dict:

@@ -103,3 +103,30 @@ def test_accuracy_table_from_logits():
     expected = 100 * (model((images - 0.1307) / 0.3081).argmax(1) == labels).float().mean().item()
     table = shifts.accuracy_table(outputs, {"a": (images, labels)})
     assert table["m"]["a"] == pytest.approx(expected)
+
+
+def test_held_out_shifts_are_apart_deterministic_and_pinned(digits):
+    images, _ = digits
+    assert not set(shifts.HELD_OUT) & set(shifts.ALL_SHIFTS), "kept apart from the suite"
+    a = shifts.suite(images[:50], seed=0, names=list(shifts.HELD_OUT))
+    b = shifts.suite(images[:50], seed=0, names=list(shifts.HELD_OUT))
+    for name in shifts.HELD_OUT:
+        assert torch.equal(a[name], b[name]), name
+        assert a[name].shape == (50, 1, 28, 28) and a[name].dtype == torch.float32
+        assert a[name].min() >= 0 and a[name].max() <= 1, name
+        assert not torch.equal(a[name], a["clean"]), f"{name} changes the images"
+    dotted = a["held out: dotted pen"]
+    assert dotted[:, 0, 0::2, 0::2].max() == 0 and dotted[:, 0, 0::2, 1::2].sum() > 0
+    # motion blur moves ink along the rows: all of it stays, but what spills past the edge
+    kept = a["held out: motion blur (7 px)"].sum((1, 2, 3)) / images[:50].sum((1, 2, 3))
+    assert kept.max() < 1 + 1e-5 and kept.min() > 0.98 and (kept > 1 - 1e-5).float().mean() > 0.8
+    scratch = a["held out: scratch"]
+    assert (scratch >= a["clean"]).all() and ((scratch - a["clean"]).sum((1, 2, 3)) > 20).all()
+
+
+def test_rerendering_in_chunks_changes_no_pixel(digits):
+    images, _ = digits
+    name = "page: 14 px drawn at 140, bilinear"
+    whole = shifts.rerendered(images[:30], 14, 140, "bilinear", chunk=30)
+    assert torch.equal(shifts.rerendered(images[:30], 14, 140, "bilinear", chunk=7), whole)
+    assert torch.equal(shifts.apply(name, images[:30]), whole)
