@@ -1,4 +1,4 @@
-"""Pictures of the data (chapter 02), of training and evaluation (07, 08) and of a CNN (09).
+"""Pictures of the data (02), the seed's network (03), training and evaluation (07, 08), a CNN (09).
 
 Every function draws one figure with pyplot and returns it without showing it: a notebook shows
 it (`plt.show()`), a test inspects it.
@@ -13,6 +13,8 @@ import seaborn as sns
 import torch
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
+from matplotlib.patches import FancyBboxPatch
+from torch import nn
 from torch.utils.data import Dataset
 
 from helpers.data import DIGITS
@@ -125,6 +127,57 @@ def pixel_histogram(images: torch.Tensor) -> Figure:
         title=f"Pixel values of {len(images):,} images",
     )
     ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def network_diagram(model: nn.Module) -> Figure:
+    """The seed's network (`SimpleNN`, chapter 03) as boxes, left to right, from its own sizes.
+
+    Each box is a step of `forward`; the number after it is the values per image it hands on.
+    """
+    steps = []  # (layer, detail, values per image after it), in the order forward runs them
+    for fc, bn in ((model.fc1, model.bn1), (model.fc2, model.bn2)):
+        steps += [
+            ("Linear", f"{fc.in_features} → {fc.out_features}", fc.out_features),
+            ("Batch\nNorm", f"{bn.num_features} features", bn.num_features),
+            ("ReLU", "max(0, x)", bn.num_features),
+            ("Dropout", f"p = {model.dropout.p}", bn.num_features),
+        ]
+    fc = model.fc3
+    steps.append(("Linear", f"{fc.in_features} → {fc.out_features}", fc.out_features))
+    colors = {
+        "Linear": "#4c72b0",
+        "Batch\nNorm": "#dd8452",
+        "ReLU": "#55a868",
+        "Dropout": "#7f7f7f",
+    }
+    n = len(steps)
+    fig, ax = plt.subplots(figsize=(13, 2.8))
+    ax.set(xlim=(-1.2, n + 0.2), ylim=(-0.8, 1.0))
+    ax.axis("off")
+    ax.text(
+        -0.85, 0, f"image\n{model.fc1.in_features}\npixels", ha="center", va="center", fontsize=9
+    )
+    ax.text(n - 0.15, 0, f"{fc.out_features}\nlogits", ha="center", va="center", fontsize=9)
+    for i, (layer, detail, width) in enumerate(steps):
+        box = FancyBboxPatch((i - 0.33, -0.4), 0.66, 0.8, boxstyle="round,pad=0.02")
+        box.set_color(colors[layer])
+        ax.add_patch(box)
+        ax.text(i, 0.08, layer, ha="center", va="center", color="white", fontsize=9, weight="bold")
+        ax.text(i, -0.28, detail, ha="center", va="center", color="white", fontsize=7)
+        ax.annotate("", xy=(i - 0.36, 0), xytext=(i - 0.64, 0), arrowprops={"arrowstyle": "->"})
+        ax.text(i + 0.5, 0.06, str(width), ha="center", fontsize=8)  # what flows to the next step
+    ax.annotate("", xy=(n - 0.36, 0), xytext=(n - 0.64, 0), arrowprops={"arrowstyle": "->"})
+    for first, last, label in ((0, 3, "block 1"), (4, 7, "block 2"), (8, 8, "output layer")):
+        ax.plot([first - 0.35, last + 0.35], [0.55, 0.55], color="0.3")
+        ax.text((first + last) / 2, 0.63, label, ha="center", fontsize=9)
+    ax.text(
+        4, -0.65, "numbers on the arrows: values per image", ha="center", fontsize=8, color="0.3"
+    )
+    sizes = [model.fc1.in_features] + [width for layer, _, width in steps if layer == "Linear"]
+    title = "-".join(map(str, sizes))
+    ax.set_title(f"SimpleNN, the seed's {title} network: one image flows left to right")
     fig.tight_layout()
     return fig
 

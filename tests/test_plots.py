@@ -119,6 +119,16 @@ def test_pixel_histogram_refuses_normalized_images(data):
 SEED_AUGMENTATION = seed_augmentation()
 
 
+def test_network_diagram_draws_each_step_of_forward_with_the_models_sizes():
+    from helpers.models import SimpleNN
+
+    fig = plots.network_diagram(SimpleNN(hidden_size=32))
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert [t for t in texts if "→" in t] == ["784 → 32", "32 → 16", "16 → 10"]
+    assert texts.count("ReLU") == texts.count("Dropout") == 2
+    assert "784-32-16-10" in fig.axes[0].get_title()
+
+
 def _grid_arrays(fig: Figure) -> list[np.ndarray]:
     return [np.asarray(ax.images[0].get_array()) for ax in fig.axes]
 
