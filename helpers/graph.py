@@ -91,7 +91,8 @@ def draw_graph(
 ) -> plt.Figure:
     """Draw the graph in layers, inputs at the top and the output at the bottom.
 
-    Operations are blue boxes, leaves (parameters) green; arrows follow the forward pass.
+    Operations are blue boxes, leaves (parameters) green; arrows follow the forward pass. An
+    arrow that skips a layer bends outward, so that it does not run behind the boxes between.
     """
     depth = graph_layers(nodes, edges)
     rows: dict[int, list[Node]] = defaultdict(list)
@@ -114,8 +115,13 @@ def draw_graph(
 
     # Each arrow is clipped to the outlines of its two boxes, so every head shows; a second copy
     # of the boxes, drawn over the arrows, hides any arrow that passes behind an unrelated box.
+    # An arrow spanning several layers would pass through the layers between, so it is curved,
+    # bulging away from the middle: to the left (rad > 0, as arrows point down) on the left half.
     outline = {node.id: box(node, zorder=3).get_bbox_patch() for node in nodes}
     for a, b in edges:
+        rad = 0.0
+        if depth[a] - depth[b] > 1:
+            rad = 0.3 if pos[a][0] + pos[b][0] <= 1 else -0.3
         ax.annotate(
             "",
             xy=pos[b],
@@ -124,6 +130,7 @@ def draw_graph(
             arrowprops={
                 "arrowstyle": "->",
                 "color": "0.4",
+                "connectionstyle": f"arc3,rad={rad}",
                 "patchA": outline[a],
                 "patchB": outline[b],
                 "shrinkA": 1,

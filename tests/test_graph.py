@@ -4,6 +4,7 @@ import matplotlib
 import pytest
 import torch
 import torch.nn.functional as F
+from matplotlib.text import Annotation
 from torch import nn
 
 from helpers import graph
@@ -43,6 +44,37 @@ def test_walk_of_the_network_names_every_parameter_once():
     depth = graph.graph_layers(nodes, edges)
     assert all(depth[a] > depth[b] for a, b in edges)  # every arrow points down the layers
     assert len(graph.draw_graph(nodes, edges).axes) == 1
+
+
+def _arrows_crossing_boxes(nodes, edges, **kwargs):
+    """(edge, node) pairs where the drawn arrow of an edge crosses a box other than its ends."""
+    fig = graph.draw_graph(nodes, edges, **kwargs)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    texts = fig.axes[0].texts
+    arrows = [t.arrow_patch for t in texts if isinstance(t, Annotation)]
+    boxes = [t for t in texts if not isinstance(t, Annotation)][: len(nodes)]  # in node order
+    extent = {
+        n.id: t.get_bbox_patch().get_window_extent(renderer)
+        for n, t in zip(nodes, boxes, strict=True)
+    }
+    return [
+        ((a, b), k)
+        for (a, b), arrow in zip(edges, arrows, strict=True)
+        for k, bbox in extent.items()
+        if k not in (a, b) and arrow.get_path().intersects_bbox(bbox, filled=False)
+    ]
+
+
+def test_drawn_arrows_go_around_the_boxes_they_skip():
+    a = torch.tensor(2.0, requires_grad=True)
+    b = torch.tensor(3.0, requires_grad=True)
+    nodes, edges = graph.walk_graph(a * b + a, {"a": a, "b": b})  # a -> Add skips a layer
+    assert _arrows_crossing_boxes(nodes, edges, width=5) == []
+    model = SimpleNN()
+    loss = F.cross_entropy(model(torch.randn(4, 784)), torch.tensor([0, 1, 2, 3]))
+    nodes, edges = graph.walk_graph(loss, dict(model.named_parameters()))
+    assert _arrows_crossing_boxes(nodes, edges) == []
 
 
 @pytest.mark.parametrize("batch, n_in, n_out", [(1, 3, 5), (7, 20, 4), (64, 784, 128)])
