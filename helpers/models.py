@@ -138,10 +138,10 @@ class MLP(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """x + f(x), with f = Linear -> BatchNorm -> ReLU -> Dropout -> Linear -> BatchNorm.
+    """ReLU(x + f(x)), with f = Linear -> BatchNorm -> ReLU -> Dropout -> Linear -> BatchNorm.
 
-    The skip connection gives the gradient a path around f: a block starts close to the
-    identity, so stacking many of them does not make the network harder to train.
+    The addition gives the gradient a direct path around f, whatever f does, so stacking many
+    blocks does not make the network much harder to train.
     """
 
     def __init__(self, width: int, dropout: float = 0.1) -> None:
