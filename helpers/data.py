@@ -40,7 +40,7 @@ from helpers.idx import write_idx
 
 log = logging.getLogger(__name__)
 
-# name -> (size in bytes, md5 of the uncompressed file), as published by the dataset's authors.
+# name -> (size in bytes, md5 of the uncompressed file): the md5s widely used for these files.
 RAW_FILES: dict[str, tuple[int, str]] = {
     "train-images-idx3-ubyte": (47_040_016, "6bbc9ace898e44ae57da46a324031adb"),
     "train-labels-idx1-ubyte": (60_008, "a25bea736e30d166cdddb491f175f624"),
