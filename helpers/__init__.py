@@ -6,7 +6,8 @@ One module per idea, each traceable to the chapter that teaches it:
   and `expect_error`, which shows an error without stopping the run (chapter 03)
 - `helpers.idx` - the IDX file format, by hand (chapter 01)
 - `helpers.data` - MNIST on disk, verified; datasets, loaders, tensors, the validation split (01)
-- `helpers.plots` - pictures of the data (02), of training and evaluation (07, 08), of a CNN (09)
+- `helpers.plots` - pictures of the data (02), of the seed's network (03), of training and
+  evaluation (07, 08), of a CNN (09)
 - `helpers.models` - the seed's network (chapter 03), the later ones, and `MODELS`, their registry
 - `helpers.graph` - the recorded graph, FLOPs and saved activations (chapter 04)
 - `helpers.backprop` - a backward pass written by hand (chapter 05)
@@ -76,4 +77,4 @@ TAUGHT_IN = {
 }
 
 __all__ = ["TAUGHT_IN", "expect_error", "is_quick", "pick_device", "seed_everything", "setup"]
-__version__ = "0.5.0"
+__version__ = "0.6.0"
