@@ -44,10 +44,12 @@ through `scripts/book_tools.py`, which records it in `shipped/manifest.json`.
 
 from helpers.runtime import expect_error, is_quick, pick_device, seed_everything, setup
 
-# The chapter that teaches each module (0: the setup cell every chapter runs). A chapter imports
-# only modules taught in it or before it; tests/test_book.py checks.
+# The chapter that teaches each module (0: book machinery, the setup cell and the stored-run
+# switch `LIVE`, which each chapter that uses it explains in place). A chapter imports only modules
+# taught in it or before it; tests/test_book.py checks.
 TAUGHT_IN = {
     "runtime": 0,
+    "book_run": 0,
     "idx": 1,
     "data": 1,
     "plots": 2,
@@ -66,7 +68,6 @@ TAUGHT_IN = {
     "provenance": 10,
     "experiments": 10,
     "fast": 11,
-    "book_run": 11,
     "timing": 11,
     "bench": 11,
     "distributed": 11,

@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from matplotlib import pyplot as plt
+from matplotlib.figure import Figure
 
 from helpers.models import SimpleNN
 
@@ -217,3 +219,70 @@ def central_difference(
         down = f().item()
         x[index] = original
     return (up - down) / (2 * h)
+
+
+# ---------------------------------------------------------------------------------------------
+# A picture of 5.1
+# ---------------------------------------------------------------------------------------------
+
+
+def circuit_figure(values: dict[str, float], grads: dict[str, float]) -> Figure:
+    """z = a * b + a as a circuit: forward values (green) above the wires, gradients (red) below.
+
+    `values` has a, b, u (= a * b) and z; `grads` has z, u, b, "a via +" and "a via *".
+    """
+    fig, ax = plt.subplots(figsize=(7.5, 3.0))
+    pos = {"a": (0, 1.6), "b": (0, 0.2), "*": (1.8, 0.6), "+": (3.6, 1.3), "z": (5.2, 1.3)}
+    wires = [  # (from, to, forward value, gradient)
+        ("a", "+", values["a"], grads["a via +"]),
+        ("a", "*", values["a"], grads["a via *"]),
+        ("b", "*", values["b"], grads["b"]),
+        ("*", "+", values["u"], grads["u"]),
+        ("+", "z", values["z"], grads["z"]),
+    ]
+    for start, end, value, grad in wires:
+        (x0, y0), (x1, y1) = pos[start], pos[end]
+        ax.annotate(
+            "",
+            xy=(x1, y1),
+            xytext=(x0, y0),
+            arrowprops={
+                "arrowstyle": "->",
+                "lw": 1.2,
+                "shrinkA": 14,
+                "shrinkB": 14,
+                "color": "0.35",
+            },
+        )
+        xm, ym = (x0 + x1) / 2, (y0 + y1) / 2
+        ax.text(xm, ym + 0.13, f"{value:g}", color="#2e7d32", ha="center", fontsize=11)
+        ax.text(xm, ym - 0.22, f"{grad:g}", color="#c62828", ha="center", fontsize=11)
+    for name, (x, y) in pos.items():
+        gate = name in "*+"
+        label = {"*": "×"}.get(name, name)
+        style = {
+            "boxstyle": "circle,pad=0.3",
+            "facecolor": "#d6e6f7" if gate else "white",
+            "edgecolor": "0.4" if gate else "none",
+        }
+        ax.text(x, y, label, ha="center", va="center", fontsize=13, bbox=style)
+    total = grads["a via +"] + grads["a via *"]
+    ax.text(
+        -0.35,
+        1.95,
+        f"∂z/∂a = {grads['a via +']:g} + {grads['a via *']:g} = {total:g}",
+        color="#c62828",
+        fontsize=10,
+    )
+    ax.text(
+        -0.35,
+        -0.35,
+        "green: forward value    red: gradient ∂z/∂(wire), flowing back",
+        color="0.3",
+        fontsize=9,
+    )
+    ax.set(xlim=(-0.5, 5.6), ylim=(-0.5, 2.2))
+    ax.axis("off")
+    ax.set_title("z = a · b + a, forward left to right, backward right to left")
+    fig.tight_layout()
+    return fig

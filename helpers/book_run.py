@@ -70,5 +70,5 @@ def load_or_measure(name: str, measure: Callable[[], Any], live: bool, store: Pa
         raise KeyError(
             f"no stored run of {name!r} in {store.name}: set LIVE = True to measure it here"
         )
-    print(f"[{name}: the book's run, loaded; set LIVE = True at the top to measure it here]")
+    print(f"[{name}: the book's run, loaded; set LIVE = True above and rerun to measure it here]")
     return runs[name]["value"]

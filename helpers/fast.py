@@ -155,8 +155,8 @@ def speedrun(
 ) -> dict[str, object]:
     """Train `recipe` once per seed for its planned epochs; its test accuracy and time per seed.
 
-    The protocol of the public speedruns: the recipe is fixed in advance (chosen on the
-    validation split), each run trains for all its planned steps and is scored once, at the end,
+    Jordan's speedrun protocol, with the book's own rule that the recipe is fixed in advance on
+    the validation split: each run trains for all its planned steps and is scored once, at the end,
     and the time is the training plus that one evaluation (`helpers.loop.fit`). It counts when
     the *mean* accuracy over the seeds reaches `target`, so that neither a lucky seed nor a lucky
     epoch, picked by peeking at the test set, makes the number. Returns per-seed `test_acc` and

@@ -30,8 +30,8 @@ class SimpleNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (batch, 1, 28, 28) -> (batch, 784). The seed's `x.view(-1, 28*28)` reshapes whatever
-        # it is given: a bare (28, 28) image becomes a batch of one, and 56 x 56 images become
-        # four rows each. flatten(1) keeps the batch dimension, so such mistakes fail loudly.
+        # it is given: a batch of 56 x 56 images would become four rows per image. flatten(1)
+        # keeps the batch dimension, so the first layer refuses such a batch (exercise 5 of 03).
         x = x.flatten(1)
         x = self.dropout(F.relu(self.bn1(self.fc1(x))))
         x = self.dropout(F.relu(self.bn2(self.fc2(x))))

@@ -13,7 +13,7 @@ import seaborn as sns
 import torch
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
-from matplotlib.patches import FancyBboxPatch
+from matplotlib.patches import FancyBboxPatch, Rectangle
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -332,5 +332,218 @@ def feature_maps(maps: torch.Tensor, cols: int = 8, title: str = "") -> Figure:
     for ax, image in zip(axes.flat, maps, strict=False):
         ax.imshow(image.numpy(), cmap="gray", vmin=0, vmax=vmax)
     fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def confidence_histogram(confidence: torch.Tensor, right: torch.Tensor) -> Figure:
+    """Histograms of the predicted digit's probability, for right and for wrong answers."""
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    bins = np.linspace(0.1, 1.0, 37)
+    for mask, name in ((right, "correct"), (~right, "wrong")):
+        label = f"{name} ({int(mask.sum()):,})"
+        ax.hist(confidence[mask].numpy(), bins=bins, alpha=0.7, label=label)
+    ax.set_yscale("log")
+    ax.set(
+        xlabel="probability of the predicted digit",
+        ylabel="test images (log scale)",
+        title="How confident the model is, when right and when wrong",
+    )
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def units_by_digit(per_digit: torch.Tensor) -> Figure:
+    """Mean activation per digit (rows) and unit (columns), units sorted by their top digit."""
+    favourite, peak = per_digit.argmax(0).numpy(), per_digit.max(0).values.numpy()
+    order = np.lexsort((-peak, favourite))  # by favourite digit, then strongest first
+    fig, ax = plt.subplots(figsize=(10, 3))
+    image = ax.imshow(per_digit[:, order].numpy(), cmap="viridis", aspect="auto")
+    ax.set(xlabel="unit (sorted by the digit it responds to most)", ylabel="digit", yticks=DIGITS)
+    fig.colorbar(image, ax=ax, label="mean activation")
+    fig.tight_layout()
+    return fig
+
+
+def embedding_scatter(
+    plane: np.ndarray, targets: torch.Tensor, circled: torch.Tensor, title: str = ""
+) -> Figure:
+    """A 2-D map of images coloured by digit, each digit named at its median, some circled."""
+    fig, ax = plt.subplots(figsize=(7, 6))
+    ax.scatter(*plane.T, c=targets.numpy(), cmap="tab10", s=4)
+    ring = {"facecolors": "none", "edgecolors": "black", "label": "misread"}
+    ax.scatter(*plane[circled.numpy()].T, s=40, **ring)
+    for d in DIGITS:
+        centre = np.median(plane[(targets == d).numpy()], axis=0)
+        ax.annotate(str(d), centre, fontsize=16, weight="bold")
+    ax.set_title(title)
+    ax.legend(loc="lower left")
+    ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def saliency_grid(
+    images: torch.Tensor,
+    grads: torch.Tensor,
+    moved: torch.Tensor,
+    titles: Sequence[tuple[str, str]],
+    black_white: tuple[float, float],
+) -> Figure:
+    """One row per image: the image, its gradient (own scale), the image moved along it."""
+    fig, axes = plt.subplots(len(images), 3, figsize=(7.5, 2.5 * len(images)), squeeze=False)
+    black, white = black_white
+    for row, (image, grad, after, (title, moved_title)) in enumerate(
+        zip(images, grads, moved, titles, strict=True)
+    ):
+        limit = float(grad.abs().max())
+        axes[row, 0].imshow(image[0], cmap="gray", vmin=black, vmax=white)
+        axes[row, 1].imshow(grad[0], cmap="RdBu_r", vmin=-limit, vmax=limit)
+        axes[row, 2].imshow(after[0], cmap="gray", vmin=black, vmax=white)
+        for ax, text in zip(axes[row], (title, "d loss / d pixel", moved_title), strict=True):
+            ax.set_title(text)
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def channel_sum(inputs: torch.Tensor, kernels: torch.Tensor, bias: float = 0.0) -> Figure:
+    """One output map of a conv layer: each input channel filtered by its own kernel, summed."""
+    channels, k = len(inputs), kernels.shape[-1]
+    parts = nn.functional.conv2d(inputs[None], kernels[:, None], padding=k // 2, groups=channels)
+    parts = parts[0]
+    fig, axes = plt.subplots(3, channels + 1, figsize=(2.3 * (channels + 1), 7))
+    in_limit, part_limit = float(inputs.abs().max()), float(parts.abs().max())
+    k_limit = float(kernels.abs().max()) or 1.0
+    total = parts.sum(0) + bias
+    for c in range(channels):
+        axes[0, c].imshow(inputs[c], cmap="RdBu_r", vmin=-in_limit, vmax=in_limit)
+        axes[0, c].set_title(f"input channel {c}", fontsize=10)
+        axes[1, c].imshow(kernels[c], cmap="RdBu_r", vmin=-k_limit, vmax=k_limit)
+        axes[1, c].set_title(f"its {k} x {k} kernel", fontsize=10)
+        axes[2, c].imshow(parts[c], cmap="RdBu_r", vmin=-part_limit, vmax=part_limit)
+        axes[2, c].set_title(f"channel {c} * kernel {c}", fontsize=10)
+    limit = float(total.abs().max()) or 1.0
+    axes[2, channels].imshow(total, cmap="RdBu_r", vmin=-limit, vmax=limit)
+    axes[2, channels].set_title("sum + bias: one output map", fontsize=10)
+    axes[1, channels].text(0.5, 0.5, "sum over the\ninput channels\n↓", ha="center", va="center")
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def padding_stride(n: int = 5, k: int = 3, padding: int = 1, stride: int = 2) -> Figure:
+    """A k x k window on an n x n input framed by zeros, moving by stride; outputs numbered."""
+    size, out = n + 2 * padding, (n + 2 * padding - k) // stride + 1
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(8, 4), gridspec_kw={"width_ratios": [size, out + 1]}
+    )
+    for r in range(size):
+        for c in range(size):
+            inside = padding <= r < padding + n and padding <= c < padding + n
+            left.add_patch(Rectangle((c, r), 1, 1, fc="#d5e1ef" if inside else "white", ec="0.6"))
+            if not inside:
+                left.text(c + 0.5, r + 0.5, "0", ha="center", va="center", color="0.6", fontsize=9)
+    colors = {0: "#dd8452", 1: "#55a868", out: "#c44e52"}  # outputs 1, 2 and the next row's 1st
+    for number in range(out * out):
+        i, j = divmod(number, out)
+        top, left_edge = i * stride, j * stride
+        centre = (left_edge + k / 2, top + k / 2)
+        left.text(*centre, str(number + 1), ha="center", va="center", fontweight="bold")
+        right.add_patch(
+            Rectangle((j, i), 1, 1, fc=colors.get(number, "white"), ec="0.3", alpha=0.8)
+        )
+        right.text(j + 0.5, i + 0.5, str(number + 1), ha="center", va="center", fontweight="bold")
+        if number in colors:
+            inset = 0.08 * (1 + list(colors).index(number))
+            left.add_patch(
+                Rectangle(
+                    (left_edge + inset, top + inset),
+                    k - 2 * inset,
+                    k - 2 * inset,
+                    fill=False,
+                    ec=colors[number],
+                    lw=2.5,
+                )
+            )
+    left.set_title(f"input {n} x {n}, padding {padding}, {k} x {k} window, stride {stride}")
+    right.set_title(f"output {out} x {out}")
+    for ax, extent in ((left, size), (right, out)):
+        ax.set(xlim=(-0.1, extent + 0.1), ylim=(extent + 0.1, -0.1), aspect="equal")
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def data_parallel_step(processes: int = 4) -> Figure:
+    """A DDP step on 2 processes (left) and the first step of a ring all-reduce (right)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6))
+    box = {"boxstyle": "round,pad=0.4", "facecolor": "#e8eef7", "edgecolor": "#4c72b0"}
+    arrow = {"arrowstyle": "->", "color": "0.3"}
+
+    def node(xy: tuple[float, float], text: str, to: Sequence[tuple[float, float]] = ()) -> None:
+        left.text(*xy, text, ha="center", va="center", bbox=box, fontsize=9)
+        bottom = (xy[0], xy[1] - 0.04 - 0.025 * text.count("\n"))  # arrows leave from below
+        for target in to:
+            style = {**arrow, "shrinkA": 0, "shrinkB": 2}
+            left.annotate("", xy=target, xytext=bottom, arrowprops=style)
+
+    node((0.5, 0.93), "one batch of 64 images", [(0.22, 0.77), (0.78, 0.77)])
+    for x, r in ((0.22, 0), (0.78, 1)):
+        node((x, 0.73), f"rank {r}: its 32 images", [(x, 0.61)])
+        model = f"its copy of the model:\nforward, backward\n→ gradients $g_{r}$"
+        node((x, 0.52), model, [(0.5, 0.33)])
+        node((x, 0.07), "the same optimizer step\n→ equal copies")
+    node((0.5, 0.29), "all-reduce: both get $(g_0 + g_1)\\,/\\,2$", [(0.22, 0.13), (0.78, 0.13)])
+    left.set_title("One data-parallel step, 2 processes")
+
+    angles = np.pi / 2 - 2 * np.pi * np.arange(processes) / processes
+    centres = np.stack([np.cos(angles), np.sin(angles)], 1) * 0.7
+    for r, (x, y) in enumerate(centres):
+        colours = ["#c44e52" if c == r else "#dddddd" for c in range(processes)]
+        chunks = x - 0.15 + 0.1 * np.arange(processes)
+        right.bar(chunks, 0.16, width=0.09, bottom=y - 0.08, color=colours, align="edge")
+        right.text(x, y + 0.16, f"rank {r}", ha="center", fontsize=9)
+        step = centres[(r + 1) % processes] - (x, y)
+        right.annotate("", xy=(x, y) + 0.75 * step, xytext=(x, y) + 0.25 * step, arrowprops=arrow)
+    steps = processes - 1
+    caption = (
+        f"Each step, every rank sends one chunk (red: 1/{processes} of its gradients) to the next."
+        "\n"
+        f"{steps} steps add the chunks up, {steps} more pass the sums on:\n"
+        "each rank sends 2 (N − 1) / N of the gradients in all."
+    )
+    right.text(0, -1.2, caption, ha="center", fontsize=9)
+    right.set(xlim=(-1.2, 1.2), ylim=(-1.25, 1.0), aspect="equal")
+    right.set_title(f"A ring all-reduce, {processes} processes: its first step")
+    for ax in (left, right):
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def decision_boundaries(
+    points: torch.Tensor,
+    labels: torch.Tensor,
+    scores: dict[str, Callable[[torch.Tensor], torch.Tensor]],
+) -> Figure:
+    """2-D points by label, and where each score is positive (shaded), one panel per score."""
+    low, high = points.min(0).values.tolist(), points.max(0).values.tolist()
+    gx, gy = torch.meshgrid(
+        torch.linspace(low[0], high[0], 300), torch.linspace(low[1], high[1], 300), indexing="xy"
+    )
+    grid = torch.stack([gx.flatten(), gy.flatten()], 1)
+    fig, axes = plt.subplots(1, len(scores), figsize=(4.5 * len(scores), 3.4), squeeze=False)
+    for ax, (name, score) in zip(axes[0], scores.items(), strict=True):
+        positive = (score(grid) > 0).float().reshape(gx.shape)
+        ax.contourf(gx, gy, positive, levels=[-0.5, 0.5, 1.5], colors=["#f2f2f2", "#cfe3f5"])
+        ax.contour(gx, gy, positive, levels=[0.5], colors="k", linewidths=1.5)
+        for value, colour in ((True, "tab:blue"), (False, "tab:orange")):
+            chosen = points[labels == value]
+            ax.scatter(chosen[:, 0], chosen[:, 1], s=8, color=colour)
+        right = ((score(points) > 0) == labels).float().mean().item()
+        ax.set(title=f"{name}: {right:.0%} right", xlabel="$x_1$", ylabel="$x_2$")
     fig.tight_layout()
     return fig

@@ -7,7 +7,7 @@ Every plotting function returns its figure without showing it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,15 +104,38 @@ def draw_contours(ax: Axes, surface: Surface, levels: int = 30) -> None:
     ax.set(xlim=surface.xlim, ylim=surface.ylim, xlabel="x", ylabel="y")
 
 
-def draw_paths(ax: Axes, paths: Mapping[str, torch.Tensor], legend: str = "lower right") -> None:
-    """Each path as a line from its start (a circle) to its end (a cross), with a legend."""
+def draw_paths(
+    ax: Axes,
+    paths: Mapping[str, torch.Tensor],
+    legend: str = "lower right",
+    faded: Collection[str] = (),
+    on_top: Collection[str] = (),
+) -> None:
+    """Each path as a line from its start (a circle) to its end (a cross), with a legend.
+
+    Paths labelled in `faded` are drawn half transparent; those in `on_top` are drawn again,
+    dashed, above the others, so that a path hidden under another one shows.
+    """
     for i, (label, path) in enumerate(paths.items()):
         xy = path.numpy()
         color = f"C{i}"
+        alpha = 0.4 if label in faded else 1.0
         every = max(1, len(xy) // 50)  # dots at most 50 points apart, so long paths stay lines
-        ax.plot(*xy.T, ".-", color=color, markersize=3, linewidth=1, markevery=every, label=label)
+        ax.plot(
+            *xy.T,
+            ".-",
+            color=color,
+            markersize=3,
+            linewidth=1,
+            markevery=every,
+            label=label,
+            alpha=alpha,
+        )
         ax.plot(*xy[0], "o", color=color, markersize=8, markerfacecolor="none")
         ax.plot(*xy[-1], "X", color=color, markersize=8, markeredgecolor="white", zorder=6)
+        if label in on_top:
+            ax.plot(*xy.T, "--", color=color, linewidth=2, zorder=7)
+            ax.plot(*xy[-1], "X", color=color, markersize=7, markeredgecolor="white", zorder=8)
     ax.legend(loc=legend, fontsize=8)
 
 
@@ -120,12 +143,14 @@ def paths_figure(
     panels: Mapping[str, tuple[Surface, Mapping[str, torch.Tensor]]],
     width: float = 5.0,
     height: float = 4.0,
+    faded: Collection[str] = (),
+    on_top: Collection[str] = (),
 ) -> Figure:
     """Contour plots side by side, one per panel: title -> (surface, {label: path})."""
     fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), height), squeeze=False)
     for ax, (title, (surface, paths)) in zip(axes[0], panels.items(), strict=True):
         draw_contours(ax, surface)
-        draw_paths(ax, paths)
+        draw_paths(ax, paths, faded=faded, on_top=on_top)
         ax.set_title(title)
     fig.tight_layout()
     return fig

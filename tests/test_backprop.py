@@ -304,3 +304,18 @@ def test_central_difference_agrees_with_the_hand_gradient_in_float64():
         numeric = backprop.central_difference(loss, params[name], index, h=1e-6)
         assert torch.equal(params[name].detach(), before)  # restored
         assert abs(numeric - grads[name][index].item()) < 1e-7
+
+
+def test_circuit_figure_writes_every_value_and_gradient_on_its_wire():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    values = {"a": 2, "b": 3, "u": 6, "z": 8}
+    grads = {"z": 1, "u": 1, "b": 2, "a via +": 1, "a via *": 3}
+    fig = backprop.circuit_figure(values, grads)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts.count("1") == 3 and {"2", "3", "6", "8"} <= set(texts)
+    assert "∂z/∂a = 1 + 3 = 4" in texts
+    plt.close(fig)

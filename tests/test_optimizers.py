@@ -298,6 +298,9 @@ def test_figures_have_one_panel_per_picture():
     fig = surfaces.paths_figure({"a": (q, paths), "b": (surfaces.rosenbrock(), paths)})
     assert len(fig.axes) == 2 and [ax.get_title() for ax in fig.axes] == ["a", "b"]
     assert len(surfaces.loss_figure(q, paths, "loss").axes) == 1
+    fig = surfaces.paths_figure({"a": (q, paths)}, faded=["GD"], on_top=["GD"])
+    lines = fig.axes[0].get_lines()
+    assert lines[1].get_alpha() == 0.4 and lines[-2].get_linestyle() == "--"
 
 
 # --- Training helpers ----------------------------------------------------------------------

@@ -225,3 +225,64 @@ def test_feature_maps_draws_each_channel_on_one_scale_from_zero():
     with pytest.raises(ValueError, match=r"\(C, H, W\)"):
         plots.feature_maps(torch.zeros(2, 5, 7, 7))
     plt.close("all")
+
+
+def test_evaluation_figures_of_chapter_8():
+    right = torch.tensor([True, True, False])
+    fig = plots.confidence_histogram(torch.tensor([0.99, 0.95, 0.6]), right)
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+        "correct (2)",
+        "wrong (1)",
+    ]
+    per_digit = torch.rand(10, 6)
+    fig = plots.units_by_digit(per_digit)
+    favourites = per_digit.argmax(0)
+    shown = torch.from_numpy(np.asarray(fig.axes[0].images[0].get_array()))
+    assert (shown.argmax(0) == favourites.sort().values).all(), "units sorted by favourite digit"
+    plane, targets = np.random.rand(20, 2), torch.arange(20) % 10
+    fig = plots.embedding_scatter(plane, targets, targets == 3, title="t")
+    assert len(fig.axes[0].texts) == 10 and len(fig.axes[0].collections[1].get_offsets()) == 2
+    images = torch.zeros(2, 1, 28, 28)
+    fig = plots.saliency_grid(images, images + 1, images, [("a", "b"), ("c", "d")], (-1.0, 2.0))
+    assert [ax.get_title() for ax in fig.axes[3:]] == ["c", "d loss / d pixel", "d"]
+
+
+def test_channel_sum_draws_each_channels_part_and_their_sum():
+    inputs, kernels = torch.rand(3, 8, 8), torch.rand(3, 3, 3)
+    fig = plots.channel_sum(inputs, kernels, bias=0.5)
+    total = torch.nn.functional.conv2d(
+        inputs[None], kernels[None], bias=torch.tensor([0.5]), padding=1
+    )
+    shown = np.asarray(fig.axes[11].images[0].get_array())
+    assert np.allclose(shown, total[0, 0].numpy(), atol=1e-5)
+
+
+def test_padding_stride_numbers_each_output_on_its_windows_centre():
+    fig = plots.padding_stride(n=5, k=3, padding=1, stride=2)
+    left, right = fig.axes
+    numbers = [t for t in right.texts]
+    assert [t.get_text() for t in numbers] == [str(m) for m in range(1, 10)], "3 x 3 outputs"
+    centres = {t.get_text(): t.get_position() for t in left.texts if t.get_text() != "0"}
+    assert centres["1"] == (1.5, 1.5) and centres["2"] == (3.5, 1.5) and centres["4"] == (1.5, 3.5)
+    assert sum(t.get_text() == "0" for t in left.texts) == 7 * 7 - 5 * 5, "the frame of zeros"
+    assert sum(not p.get_fill() for p in left.patches) == 3, "three windows outlined"
+    plt.close("all")
+
+
+def test_data_parallel_step_draws_the_step_and_a_ring_of_the_given_size():
+    fig = plots.data_parallel_step(processes=4)
+    left, right = fig.axes
+    assert left.get_title() == "One data-parallel step, 2 processes"
+    assert [t.get_text() for t in right.texts if t.get_text().startswith("rank")] == [
+        f"rank {r}" for r in range(4)
+    ]
+    assert len(right.patches) == 4 * 4, "each rank's gradients as 4 chunks"
+
+
+def test_decision_boundaries_shades_where_each_score_is_positive_and_titles_its_accuracy():
+    points = torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    labels = points[:, 0] > 0
+    scores = {"right": lambda p: p[:, 0], "wrong": lambda p: p[:, 1]}
+    fig = plots.decision_boundaries(points, labels, scores)
+    assert [ax.get_title() for ax in fig.axes] == ["right: 100% right", "wrong: 50% right"]
+    assert all(len(ax.collections) >= 4 for ax in fig.axes), "shading, boundary, two classes"
