@@ -25,6 +25,7 @@ NOT_IN_OUTPUTS = {
     "10_improving.ipynb": {
         "98.9": "LeCun's table: the 800-unit MLP trained on affinely distorted images",
         "99.3": "LeCun's table: the same MLP trained on elastic distortions (Simard et al.)",
+        "99.2": "LeCun et al. (1998): LeNet-5 trained on distorted images (0.8% error)",
         "99.45": "a hypothetical accuracy in an explanation of noise",
         "99.65": "Ciresan et al.'s published MLP result, in Further reading",
     },
